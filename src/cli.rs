@@ -1,0 +1,346 @@
+//! The command line: clap definitions and the translation of flags into a
+//! [`StepRequest`]. No kernel work happens here.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::launch::{self, Timer};
+use crate::seccomp;
+use crate::spec::{self, StepRequest, UserMount};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "buildcell",
+    version,
+    about = "A hardened sandbox runtime for build steps",
+    long_about = "A hardened sandbox runtime for build steps: rootless, in fresh namespaces, \
+                  with capabilities dropped, no_new_privs and seccomp."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a build step in the sandbox: the host filesystem read-only, the
+    /// current directory read-write, no network, fresh namespaces.
+    Step(StepArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StepArgs {
+    /// Set K=V in the step's environment, or copy K from the caller's
+    /// environment (repeatable). Otherwise only PATH, HOME and TERM are set.
+    #[arg(long = "env", short = 'e', value_name = "K=V|K")]
+    pub env: Vec<String>,
+    /// Bind-mount a host path (repeatable); read-only unless `:rw` is given.
+    #[arg(long = "mount", value_name = "SRC:DST[:ro|rw]")]
+    pub mount: Vec<String>,
+    /// Working directory inside the sandbox (default: the current directory,
+    /// which is mounted read-write at the same path).
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Hostname inside the sandbox.
+    #[arg(long, default_value = "buildcell", value_name = "NAME")]
+    pub hostname: String,
+    /// Memory limit (e.g. 512m, 2g). Accepted and checked; applied once
+    /// cgroup support lands (a later version).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Limit on the number of processes. Accepted and checked; applied once
+    /// cgroup support lands (a later version).
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// Share the host's network instead of an isolated one with only `lo`.
+    #[arg(long)]
+    pub net: bool,
+    /// Seccomp profile (Docker/OCI JSON) instead of the embedded default.
+    #[arg(long, value_name = "FILE")]
+    pub seccomp: Option<PathBuf>,
+    /// Print each setup step and its time to stderr.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// The command to run and its arguments (after `--`).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// Entry point of the binary: parse, run, print one error line, return the
+/// exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    125
+                } else {
+                    0
+                };
+            }
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("buildcell: {first} (see buildcell --help)");
+            return 125;
+        }
+    };
+    let result = match cli.command {
+        Command::Step(args) => step(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("buildcell: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}
+
+/// `buildcell step`: build the request, the spec and the plan, then launch.
+pub fn step(args: StepArgs) -> Result<i32, Error> {
+    let timer = Timer::new(args.verbose);
+    let req = step_request(&args)?;
+    if let Some(m) = &args.memory {
+        parse_size(m).map_err(|e| usage(format!("--memory {m:?}: {e}")))?;
+        eprintln!("buildcell: --memory {m} accepted but not applied: cgroup limits arrive in a later version");
+    }
+    if let Some(p) = args.pids {
+        if p == 0 {
+            return Err(usage("--pids 0: give a positive number of processes"));
+        }
+        eprintln!("buildcell: --pids {p} accepted but not applied: cgroup limits arrive in a later version");
+    }
+    let spec = spec::step_spec(&req)?;
+    let caps: Vec<String> = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .map(|b| b.iter().map(|c| format!("CAP_{c}")).collect())
+        .unwrap_or_default();
+    let filters = match &args.seccomp {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("--seccomp {}: cannot read: {e}", path.display())))?;
+            seccomp::compile(&text, &path.display().to_string(), &caps)?
+        }
+        None => seccomp::compile(
+            seccomp::DEFAULT_PROFILE,
+            "seccomp/default.json (embedded)",
+            &caps,
+        )?,
+    };
+    timer.log(&format!("seccomp: {} filter(s) compiled", filters.len()));
+    let plan = spec::plan(&spec, filters, args.verbose)?;
+    timer.log("spec validated");
+    launch::run(&plan, timer)
+}
+
+/// Check the flags against the host and turn them into a [`StepRequest`].
+pub fn step_request(args: &StepArgs) -> Result<StepRequest, Error> {
+    if args.command.is_empty() {
+        return Err(usage(
+            "step: no command given; usage: buildcell step [OPTIONS] -- CMD [ARGS...]",
+        ));
+    }
+    let mut argv = Vec::new();
+    for (i, a) in args.command.iter().enumerate() {
+        let s = a.to_str().ok_or_else(|| {
+            usage(format!(
+                "step: argument {i} of the command ({a:?}) is not valid UTF-8; OCI configs carry only UTF-8 strings"
+            ))
+        })?;
+        argv.push(s.to_string());
+    }
+    let cwd = std::env::current_dir().map_err(|e| {
+        usage(format!(
+            "step: cannot determine the current directory ({e}); was it removed? cd into the project directory"
+        ))
+    })?;
+    if cwd == Path::new("/") {
+        return Err(usage("step: the working directory is /, and buildcell mounts the working directory read-write; cd into a project directory"));
+    }
+    if nix::unistd::access(
+        &cwd,
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .is_err()
+    {
+        return Err(usage(format!(
+            "step: working directory {} is not readable by uid {}; it is mounted read-write into the sandbox, so run from a directory you can read",
+            cwd.display(),
+            nix::unistd::getuid()
+        )));
+    }
+    let mut env = Vec::new();
+    for e in &args.env {
+        match e.split_once('=') {
+            Some(("", _)) => return Err(usage(format!("--env {e:?}: the variable name is empty"))),
+            Some(_) => env.push(e.clone()),
+            None => match std::env::var(e) {
+                Ok(v) => env.push(format!("{e}={v}")),
+                Err(_) => {
+                    return Err(usage(format!(
+                        "--env {e}: not set in the caller's environment; use --env {e}=VALUE"
+                    )))
+                }
+            },
+        }
+    }
+    let mut mounts = Vec::new();
+    for m in &args.mount {
+        mounts.push(parse_mount(m, &cwd)?);
+    }
+    let workdir = match &args.workdir {
+        None => cwd.clone(),
+        Some(w) if w.is_absolute() => w.clone(),
+        Some(w) => cwd.join(w),
+    };
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute());
+    if args.hostname.is_empty() || args.hostname.len() > 64 {
+        return Err(usage(format!(
+            "--hostname {:?}: must be 1 to 64 characters",
+            args.hostname
+        )));
+    }
+    Ok(StepRequest {
+        args: argv,
+        env,
+        mounts,
+        cwd,
+        workdir,
+        home,
+        hostname: args.hostname.clone(),
+        share_net: args.net,
+        terminal: nix::unistd::isatty(0).unwrap_or(false),
+    })
+}
+
+/// `SRC:DST[:ro|rw]`, SRC relative to the current directory.
+pub fn parse_mount(text: &str, cwd: &Path) -> Result<UserMount, Error> {
+    let bad = |why: &str| usage(format!("--mount {text:?}: {why}"));
+    let parts: Vec<&str> = text.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [s, d] => (*s, *d, "ro"),
+        [s, d, m] => (*s, *d, *m),
+        _ => return Err(bad("expected SRC:DST or SRC:DST:ro or SRC:DST:rw")),
+    };
+    let readonly = match mode {
+        "ro" => true,
+        "rw" => false,
+        other => return Err(bad(&format!("unknown mode {other:?}; use ro or rw"))),
+    };
+    if src.is_empty() || dst.is_empty() {
+        return Err(bad("source and destination must not be empty"));
+    }
+    let source = cwd.join(src);
+    if !source.exists() {
+        return Err(bad(&format!(
+            "source {} does not exist on the host",
+            source.display()
+        )));
+    }
+    let destination = PathBuf::from(dst);
+    if !destination.is_absolute() {
+        return Err(bad(
+            "the destination must be an absolute path inside the sandbox",
+        ));
+    }
+    if destination
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(bad("the destination must not contain `..`"));
+    }
+    Ok(UserMount {
+        source,
+        destination,
+        readonly,
+    })
+}
+
+/// Parse a size such as `512m`, `2G`, `1048576` into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_lowercase() {
+                'k' => 1u64 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                't' => 1 << 40,
+                'b' => 1,
+                _ => return Err(format!("unknown unit {c:?}; use k, m, g or t")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a number with an optional unit (k, m, g, t)".to_string())?;
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| "must be positive and fit in 64 bits".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512m"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12q").is_err());
+        assert!(parse_size("m").is_err());
+        assert!(parse_size("99999999999t").is_err());
+    }
+
+    #[test]
+    fn mounts() {
+        let cwd = Path::new("/");
+        let m = parse_mount("etc:/mnt/etc", cwd).unwrap();
+        assert_eq!(m.source, Path::new("/etc"));
+        assert!(m.readonly);
+        assert!(!parse_mount("/etc:/x:rw", cwd).unwrap().readonly);
+        for bad in [
+            "/etc",
+            "/etc:/x:maybe",
+            "/nonexistent-src:/x",
+            "/etc:rel",
+            "/etc:/a/../b",
+            "/etc:/x:rw:extra",
+        ] {
+            let e = parse_mount(bad, cwd).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--mount {bad:?}")), "{e}");
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The launch: one linear sequence of named steps, parent side then child
+//! side. Each step lives in the module of its kernel facility; this file
+//! only says what happens in which order, and why there.
+//!
+//! ```text
+//! parent (buildcell)                     child = pid 1 of the sandbox      user process (pid 2)
+//! choose id maps, block signals
+//! clone(all namespaces) ---------------> die with parent
+//! write uid/gid maps                     wait for maps
+//!                                        capture sources as mount fds
+//! [host root] idmap the binds <---fds--- send bind sources
+//!                                        pivot into the read-only root
+//!                                        mount proc, dev, tmpfs, binds
+//!                                        hostname, loopback up
+//!                                        fork --------------------------> chdir, drop caps,
+//!                                        reap + forward signals           no_new_privs, close fds,
+//! wait: Failed or channel closed <--------------------------------------  seccomp (last), execve
+//! forward signals, wait for pid 1
+//! exit with the step's status
+//! ```
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid};
+
+use crate::error::Error;
+use crate::spec::{LaunchPlan, MountKind};
+use crate::sync::{self, ChildEnd, IdmapRequest, SetupOutcome};
+use crate::userns::IdMapPlan;
+use crate::{capabilities, mounts, namespaces, process, reaper, seccomp, sys};
+
+/// `--verbose`: each setup step with the time since the start.
+#[derive(Clone, Copy)]
+pub struct Timer {
+    start: Instant,
+    on: bool,
+}
+
+impl Timer {
+    pub fn new(on: bool) -> Self {
+        Timer {
+            start: Instant::now(),
+            on,
+        }
+    }
+    pub fn log(&self, what: &str) {
+        if self.on {
+            let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+            eprintln!("buildcell: [{ms:8.3} ms] {what}");
+        }
+    }
+}
+
+/// Kills and reaps the child if the parent leaves early: no half-created
+/// sandbox survives a parent-side error.
+struct ChildGuard(Option<Pid>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+/// Run the plan to completion; returns the step's exit status.
+pub fn run(plan: &LaunchPlan, timer: Timer) -> Result<i32, Error> {
+    // Chosen before clone: reading /etc/subuid and finding the helpers is
+    // parent work, and the child must not wait on it.
+    let idmap = IdMapPlan::choose();
+    timer.log(&format!("id maps: {}", idmap.describe()));
+
+    let (parent_end, child_end) = sync::channel()?;
+    // Blocked before clone so that no signal sent between clone and the wait
+    // loop is lost; the child inherits the mask and reads the same signals.
+    let sfd = reaper::signal_fd().map_err(|errno| Error::Setup {
+        step: "block signals",
+        message: errno.desc().into(),
+    })?;
+
+    let pid = match namespaces::clone_into(&plan.namespaces)? {
+        None => {
+            drop(parent_end);
+            container_init(plan, child_end, sfd, timer)
+        }
+        Some(pid) => Pid::from_raw(pid),
+    };
+    drop(child_end);
+    let mut guard = ChildGuard(Some(pid));
+    timer.log(&format!("cloned sandbox init, host pid {pid}"));
+
+    idmap.write(pid.as_raw())?;
+    timer.log("uid/gid maps written");
+
+    // As host root the binds are idmapped, so container root writes files
+    // owned by the host caller, not by the unprivileged range. Only host
+    // root may idmap a host filesystem, so the parent does it, on detached
+    // mounts the child captured (a mount must be attached by a namespace
+    // whose owner captured it).
+    let host_root = matches!(idmap, IdMapPlan::HostRoot { .. });
+    parent_end.maps_written(host_root)?;
+    if host_root {
+        match parent_end.wait_idmap_request()? {
+            IdmapRequest::Mounts(fds) => {
+                idmap_binds(plan, pid, &fds)?;
+                parent_end.idmap_done()?;
+                timer.log("bind sources idmapped");
+            }
+            IdmapRequest::Failed(outcome) => return child_failed(&mut guard, pid, outcome),
+        }
+    }
+
+    match parent_end.wait_started()? {
+        SetupOutcome::Executed => {}
+        failed => return child_failed(&mut guard, pid, failed),
+    }
+    guard.0 = None;
+    timer.log("step started");
+    let code = reaper::supervise(pid, &sfd, false);
+    timer.log(&format!("step ended with status {code}"));
+    Ok(code)
+}
+
+/// The child reported a failed step: it exits by itself; reap it.
+fn child_failed(guard: &mut ChildGuard, pid: Pid, outcome: SetupOutcome) -> Result<i32, Error> {
+    guard.0 = None;
+    let _ = waitpid(pid, None);
+    match outcome {
+        SetupOutcome::Failed {
+            step,
+            message,
+            exit_code,
+        } => Err(Error::Child {
+            step,
+            message,
+            exit_code,
+        }),
+        SetupOutcome::Executed => Err(Error::Setup {
+            step: "setup",
+            message: "the sandbox init exited before its setup finished".into(),
+        }),
+    }
+}
+
+/// Idmap the child's detached bind sources with its user namespace.
+fn idmap_binds(plan: &LaunchPlan, pid: Pid, fds: &[(usize, OwnedFd)]) -> Result<(), Error> {
+    let userns_path = format!("/proc/{pid}/ns/user");
+    let userns = std::fs::File::open(&userns_path).map_err(|e| Error::Setup {
+        step: "open user namespace",
+        message: format!("{userns_path}: {e}"),
+    })?;
+    for (i, fd) in fds {
+        let Some(MountKind::Bind {
+            source, recursive, ..
+        }) = plan.mounts.get(*i).map(|m| &m.kind)
+        else {
+            return Err(Error::Setup {
+                step: "idmap bind mount",
+                message: format!("the sandbox sent mount index {i}, which is not a bind mount"),
+            });
+        };
+        sys::mount_setattr(fd.as_fd(), *recursive, sys::attr::IDMAP, 0, Some(userns.as_fd()))
+            .map_err(|e| Error::Setup {
+                step: "idmap bind mount",
+                message: format!(
+                    "{}: {e}; its filesystem may not support idmapped mounts (run buildcell as a regular user instead)",
+                    source.display()
+                ),
+            })?;
+    }
+    Ok(())
+}
+
+/// A failed child step: its name, its message, buildcell's exit status.
+struct Failure(&'static str, String, i32);
+
+fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Failure {
+    move |e| Failure(step, e.to_string(), 125)
+}
+
+/// Pid 1 of the sandbox. Never returns.
+fn container_init(plan: &LaunchPlan, chan: ChildEnd, sfd: SignalFd, timer: Timer) -> ! {
+    let code = match init_steps(plan, &chan, &sfd, timer) {
+        Ok(code) => code,
+        Err(Failure(step, message, code)) => {
+            chan.failed(step, &message, code);
+            code
+        }
+    };
+    sys::exit_now(code)
+}
+
+fn init_steps(
+    plan: &LaunchPlan,
+    chan: &ChildEnd,
+    sfd: &SignalFd,
+    t: Timer,
+) -> Result<i32, Failure> {
+    // First: if buildcell dies, the whole sandbox dies with it (pid 1 going
+    // takes the pid namespace down).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("set parent-death signal"))?;
+    // Nothing below works before the parent has written the id maps.
+    let idmap = chan.wait_maps_written().map_err(fail("wait for id maps"))?;
+    // Become root of the new namespace: as host root the creator's own uid
+    // is not mapped (container root is an unprivileged host uid), and files
+    // could not be created with an unmapped fsuid.
+    let root = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+    nix::unistd::setresgid(root.1, root.1, root.1)
+        .map_err(fail("become root in the user namespace (gid)"))?;
+    nix::unistd::setresuid(root.0, root.0, root.0)
+        .map_err(fail("become root in the user namespace (uid)"))?;
+    // Supplementary groups of the caller mean nothing inside; drop them where
+    // the maps allow it (setgroups is denied with a single-id map).
+    let _ = nix::unistd::setgroups(&[]);
+
+    mounts::make_rslave().map_err(fail("mounts"))?;
+    let sources = mounts::capture_sources(plan, |binds| match idmap {
+        true => chan.request_idmap(binds).map_err(|e| e.to_string()),
+        false => Ok(()),
+    })
+    .map_err(fail("mounts"))?;
+    t.log("mount sources captured (root read-only, nosuid, nodev)");
+    mounts::pivot_into_root(&sources).map_err(fail("pivot_root"))?;
+    t.log("pivoted into the new root");
+    mounts::mount_all(plan, &sources, |m| t.log(m)).map_err(fail("mounts"))?;
+    mounts::populate_dev(&sources).map_err(fail("/dev"))?;
+    drop(sources);
+    t.log("/dev populated");
+
+    if let Some(name) = &plan.hostname {
+        namespaces::set_hostname(name).map_err(fail("hostname"))?;
+    }
+    if plan.namespaces.net {
+        namespaces::loopback_up().map_err(fail("network"))?;
+        t.log("network namespace: lo up");
+    }
+
+    // SAFETY-free fork: this process is single-threaded (a fresh clone).
+    match fork_user_process()? {
+        ForkResult::Child => user_process(plan, chan, t),
+        ForkResult::Parent { child } => Ok(reaper::supervise(child, sfd, true)),
+    }
+}
+
+fn fork_user_process() -> Result<ForkResult, Failure> {
+    match sys::clone_fork(0) {
+        Ok(None) => Ok(ForkResult::Child),
+        Ok(Some(pid)) => Ok(ForkResult::Parent {
+            child: Pid::from_raw(pid),
+        }),
+        Err(e) => Err(Failure("fork user process", e.to_string(), 125)),
+    }
+}
+
+/// The user process, pid 2: the last steps, then exec. Never returns.
+fn user_process(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> ! {
+    let p = &plan.process;
+    let result = (|| -> Result<std::convert::Infallible, Failure> {
+        // The cwd is set only now, inside the new root.
+        nix::unistd::chdir(&p.cwd).map_err(|e| {
+            Failure(
+                "working directory",
+                format!("{}: {}", p.cwd.display(), e.desc()),
+                125,
+            )
+        })?;
+        capabilities::restrict_to(&p.capabilities).map_err(fail("capabilities"))?;
+        if p.no_new_privileges {
+            nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
+        }
+        // Only stdio and the channel (close-on-exec) survive.
+        let keep = chan.as_raw_fd();
+        sys::close_fds_from(keep + 1).map_err(fail("close fds"))?;
+        for fd in 3..keep {
+            let _ = nix::unistd::close(fd);
+        }
+        process::reset_signals();
+        t.log("capabilities dropped, no_new_privs set, fds closed");
+        // Last: after this only the syscalls the profile allows work.
+        seccomp::apply(&plan.seccomp).map_err(fail("seccomp"))?;
+        let f = process::exec(&p.args, &p.env);
+        Err(Failure("exec", f.message, f.exit_code))
+    })();
+    let Err(Failure(step, message, code)) = result;
+    chan.failed(step, &message, code);
+    sys::exit_now(code)
+}

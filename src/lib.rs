@@ -1,0 +1,31 @@
+//! buildcell: a hardened sandbox runtime for build steps.
+//!
+//! Module map (one module per kernel facility, the launch in one place):
+//! - [`cli`]: command-line parsing only (clap), turns flags into a request;
+//! - [`spec`]: the OCI spec: the embedded default of `step`, validation into
+//!   a [`spec::LaunchPlan`];
+//! - [`launch`]: the launch sequence, parent and child, step by step;
+//! - [`sync`]: the typed channel between parent and child;
+//! - [`namespaces`], [`userns`], [`mounts`], [`capabilities`], [`seccomp`]:
+//!   one kernel facility each;
+//! - [`process`]: environment, signals and exec of the user process;
+//! - [`reaper`]: pid 1 of the sandbox and the signal forwarding;
+//! - [`sys`]: the raw system calls, the only place with `unsafe`.
+#![deny(unsafe_code)]
+
+pub mod capabilities;
+pub mod cli;
+pub mod error;
+pub mod launch;
+pub mod mounts;
+pub mod namespaces;
+pub mod process;
+pub mod reaper;
+pub mod seccomp;
+pub mod spec;
+pub mod sync;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod userns;
+
+pub use error::Error;

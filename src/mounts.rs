@@ -1,0 +1,314 @@
+//! The container's filesystem view.
+//!
+//! Every source (the root, each bind, each device node) is captured first as
+//! a detached mount fd with `open_tree(OPEN_TREE_CLONE)`, while host paths
+//! still mean what they say; flags are set on those fds with
+//! `mount_setattr`, which applies read-only to *every* submount at once.
+//! Then the root is attached and pivoted into, and the plan's mounts are
+//! made inside it in order, attaching the captured fds.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::spec::{LaunchPlan, MountFlags, MountKind, MountPlan};
+use crate::sys::{self, attr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{what} {path}: {source}")]
+    Sys {
+        what: &'static str,
+        path: PathBuf,
+        source: sys::SysError,
+    },
+    #[error("mount {fstype} on {path}: {errno}")]
+    Mount {
+        fstype: String,
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
+    #[error("{op} {path}: {errno}")]
+    Call {
+        op: &'static str,
+        path: PathBuf,
+        errno: nix::errno::Errno,
+    },
+    #[error("idmap bind sources: {message}")]
+    Idmap { message: String },
+    #[error("mount destination {path} does not exist and cannot be created ({source}); choose a destination that exists, or one under /tmp, /run or the working directory")]
+    Destination {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The detached mounts captured before the pivot.
+pub struct Sources {
+    root: OwnedFd,
+    binds: BTreeMap<usize, OwnedFd>,
+    devices: Vec<(PathBuf, OwnedFd)>,
+}
+
+/// Stop mount events of this namespace from reaching the host (and keep the
+/// host's unmounts flowing in): everything becomes a recursive slave.
+pub fn make_rslave() -> Result<(), MountError> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|errno| MountError::Call {
+        op: "make rslave",
+        path: "/".into(),
+        errno,
+    })
+}
+
+fn attrs_of(flags: MountFlags) -> (u64, u64) {
+    let mut set = 0;
+    let mut clear = 0;
+    if flags.readonly {
+        set |= attr::RDONLY;
+    } else {
+        clear |= attr::RDONLY;
+    }
+    if flags.nosuid {
+        set |= attr::NOSUID;
+    }
+    if flags.nodev {
+        set |= attr::NODEV;
+    }
+    if flags.noexec {
+        set |= attr::NOEXEC;
+    }
+    (set, clear)
+}
+
+/// Capture the root, every bind source and every device as detached mounts.
+/// `idmap` is called with the bind sources before their flags are set (in
+/// host root mode the parent idmaps them).
+pub fn capture_sources(
+    plan: &LaunchPlan,
+    idmap: impl FnOnce(&[(usize, &OwnedFd)]) -> Result<(), String>,
+) -> Result<Sources, MountError> {
+    let sys_err = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MountError::Sys { what, path, source }
+    };
+    let root =
+        sys::clone_tree(&plan.rootfs, true).map_err(sys_err("capture root", &plan.rootfs))?;
+    let root_flags = MountFlags {
+        readonly: plan.rootfs_readonly,
+        nosuid: true,
+        nodev: true,
+        noexec: false,
+    };
+    set_flags(&root, root_flags).map_err(sys_err("set flags on root", &plan.rootfs))?;
+
+    let mut binds = BTreeMap::new();
+    for (i, m) in plan.mounts.iter().enumerate() {
+        if let MountKind::Bind {
+            source, recursive, ..
+        } = &m.kind
+        {
+            let fd = sys::clone_tree(source, *recursive)
+                .map_err(sys_err("capture bind source", source))?;
+            binds.insert(i, fd);
+        }
+    }
+    let list: Vec<(usize, &OwnedFd)> = binds.iter().map(|(i, fd)| (*i, fd)).collect();
+    idmap(&list).map_err(|message| MountError::Idmap { message })?;
+    for (i, fd) in &binds {
+        if let MountKind::Bind { source, .. } = &plan.mounts[*i].kind {
+            set_flags(fd, plan.mounts[*i].flags)
+                .map_err(sys_err("set flags on bind of", source))?;
+        }
+    }
+    let mut devices = Vec::new();
+    for dev in &plan.devices {
+        let fd = sys::clone_tree(dev, false).map_err(sys_err("capture device", dev))?;
+        devices.push((dev.clone(), fd));
+    }
+    Ok(Sources {
+        root,
+        binds,
+        devices,
+    })
+}
+
+/// Apply flags to a captured tree: recursively, or, where a submount's
+/// flags are locked by the host (EPERM), to its top mount only.
+fn set_flags(fd: &OwnedFd, flags: MountFlags) -> sys::Result<()> {
+    let (set, clear) = attrs_of(flags);
+    match sys::mount_setattr(fd.as_fd(), true, set, clear, None) {
+        Err(e) if e.errno == nix::errno::Errno::EPERM && !flags.readonly => {
+            sys::mount_setattr(fd.as_fd(), false, set, clear, None)
+        }
+        other => other,
+    }
+}
+
+/// Make the captured root the process's root: attach it over `/`, pivot
+/// into it and detach the old root, so nothing of the host's mount tree
+/// stays reachable except what was captured.
+pub fn pivot_into_root(sources: &Sources) -> Result<(), MountError> {
+    let call = |op, errno| MountError::Call {
+        op,
+        path: "/".into(),
+        errno,
+    };
+    sys::attach_mount(sources.root.as_fd(), Path::new("/")).map_err(|source| MountError::Sys {
+        what: "attach root at",
+        path: "/".into(),
+        source,
+    })?;
+    nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&sources.root))
+        .map_err(|e| call("fchdir to new root", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| call("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| call("detach old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| call("chdir", e))?;
+    Ok(())
+}
+
+/// Make the plan's mounts inside the new root, in the order given.
+pub fn mount_all(
+    plan: &LaunchPlan,
+    sources: &Sources,
+    mut log: impl FnMut(&str),
+) -> Result<(), MountError> {
+    for (i, m) in plan.mounts.iter().enumerate() {
+        match &m.kind {
+            MountKind::Bind { dir, .. } => {
+                // The source is a host path: whether it is a directory was
+                // recorded in the plan, before the pivot hid the host.
+                ensure_mountpoint(&m.destination, *dir)?;
+                // Every bind in the plan was captured by index.
+                if let Some(fd) = sources.binds.get(&i) {
+                    sys::attach_mount(fd.as_fd(), &m.destination).map_err(|source| {
+                        MountError::Sys {
+                            what: "attach bind at",
+                            path: m.destination.clone(),
+                            source,
+                        }
+                    })?;
+                }
+            }
+            MountKind::Fs { .. } => mount_fs(m)?,
+        }
+        log(&format!("mounted {}", m.destination.display()));
+    }
+    Ok(())
+}
+
+fn mount_fs(m: &MountPlan) -> Result<(), MountError> {
+    let MountKind::Fs {
+        fstype,
+        source,
+        data,
+    } = &m.kind
+    else {
+        return Ok(());
+    };
+    ensure_mountpoint(&m.destination, true)?;
+    let mut flags = MsFlags::empty();
+    for (on, f) in [
+        (m.flags.readonly, MsFlags::MS_RDONLY),
+        (m.flags.nosuid, MsFlags::MS_NOSUID),
+        (m.flags.nodev, MsFlags::MS_NODEV),
+        (m.flags.noexec, MsFlags::MS_NOEXEC),
+    ] {
+        if on {
+            flags |= f;
+        }
+    }
+    let data = (!data.is_empty()).then_some(data.as_str());
+    mount(
+        Some(source.as_str()),
+        &m.destination,
+        Some(fstype.as_str()),
+        flags,
+        data,
+    )
+    .map_err(|errno| MountError::Mount {
+        fstype: fstype.clone(),
+        path: m.destination.clone(),
+        errno,
+    })
+}
+
+/// Create a missing mount point (a directory, or an empty file for a file
+/// bind). Fails with a clear message where the parent is read-only.
+fn ensure_mountpoint(path: &Path, dir: bool) -> Result<(), MountError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let err = |source| MountError::Destination {
+        path: path.to_path_buf(),
+        source,
+    };
+    if dir {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(err)
+    } else {
+        if let Some(parent) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(err)?;
+        }
+        match fs::File::create(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+}
+
+/// Fill a tmpfs `/dev`: bind the captured device nodes over empty files,
+/// and add the standard links (`/dev/ptmx` to the container's own devpts
+/// instance, `/dev/fd` and stdio to /proc).
+pub fn populate_dev(sources: &Sources) -> Result<(), MountError> {
+    if sources.devices.is_empty() {
+        return Ok(());
+    }
+    for (dev, fd) in &sources.devices {
+        ensure_mountpoint(dev, false)?;
+        sys::attach_mount(fd.as_fd(), dev).map_err(|source| MountError::Sys {
+            what: "attach device at",
+            path: dev.clone(),
+            source,
+        })?;
+    }
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/core", "/proc/kcore"),
+    ] {
+        match symlink(target, link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(MountError::Destination {
+                    path: link.into(),
+                    source: e,
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! Namespaces: which `clone` flags the plan asks for, the one `clone` that
+//! creates them all, and the per-namespace setup done from inside (hostname,
+//! loopback).
+
+use nix::sched::CloneFlags;
+
+use crate::spec::NamespacePlan;
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("user namespaces are disabled on this host: {0}")]
+    UserDisabled(String),
+    #[error("{0}")]
+    Clone(sys::SysError),
+    #[error("set hostname {name:?}: {errno}")]
+    Hostname {
+        name: String,
+        errno: nix::errno::Errno,
+    },
+    #[error("bring up loopback: {0}")]
+    Loopback(sys::SysError),
+}
+
+pub fn clone_flags(ns: &NamespacePlan) -> CloneFlags {
+    let mut f = CloneFlags::empty();
+    for (on, flag) in [
+        (ns.user, CloneFlags::CLONE_NEWUSER),
+        (ns.mount, CloneFlags::CLONE_NEWNS),
+        (ns.pid, CloneFlags::CLONE_NEWPID),
+        (ns.net, CloneFlags::CLONE_NEWNET),
+        (ns.ipc, CloneFlags::CLONE_NEWIPC),
+        (ns.uts, CloneFlags::CLONE_NEWUTS),
+        (ns.cgroup, CloneFlags::CLONE_NEWCGROUP),
+    ] {
+        if on {
+            f |= flag;
+        }
+    }
+    f
+}
+
+/// Fork a child into new namespaces. `Ok(Some(pid))` in the parent,
+/// `Ok(None)` in the child (pid 1 of the new pid namespace).
+pub fn clone_into(ns: &NamespacePlan) -> Result<Option<i32>, NamespaceError> {
+    let flags = clone_flags(ns);
+    sys::clone_fork(flags.bits()).map_err(|e| {
+        if ns.user
+            && matches!(
+                e.errno,
+                nix::errno::Errno::ENOSPC
+                    | nix::errno::Errno::EPERM
+                    | nix::errno::Errno::EINVAL
+                    | nix::errno::Errno::EUSERS
+            )
+        {
+            if let Some(why) = userns_disabled_reason(e.errno) {
+                return NamespaceError::UserDisabled(why);
+            }
+        }
+        NamespaceError::Clone(e)
+    })
+}
+
+/// Why creating a user namespace failed, when a host setting explains it.
+fn userns_disabled_reason(errno: nix::errno::Errno) -> Option<String> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if read("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        return Some("/proc/sys/user/max_user_namespaces is 0; ask an administrator to raise it (sysctl -w user.max_user_namespaces=15000)".into());
+    }
+    if read("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        return Some(
+            "/proc/sys/kernel/unprivileged_userns_clone is 0; ask an administrator to set it to 1"
+                .into(),
+        );
+    }
+    if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        return Some("AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1); add an AppArmor profile for buildcell that allows userns".into());
+    }
+    if errno == nix::errno::Errno::ENOSPC {
+        return Some("the per-user limit of user namespaces is reached (ENOSPC; see /proc/sys/user/max_user_namespaces)".into());
+    }
+    None
+}
+
+pub fn set_hostname(name: &str) -> Result<(), NamespaceError> {
+    nix::unistd::sethostname(name).map_err(|errno| NamespaceError::Hostname {
+        name: name.into(),
+        errno,
+    })
+}
+
+pub fn loopback_up() -> Result<(), NamespaceError> {
+    sys::loopback_up().map_err(NamespaceError::Loopback)
+}

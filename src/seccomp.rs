@@ -1,0 +1,449 @@
+//! Seccomp profiles in Docker/OCI JSON form, compiled to BPF with
+//! `seccompiler` in the parent (before `clone`) and only applied in the child.
+//!
+//! The Docker/OCI format has one action per rule; seccompiler builds one
+//! filter per action. buildcell therefore compiles one filter for the
+//! default action (allowing everything some rule names) plus one filter per
+//! other action, and installs them in that order. The kernel runs every
+//! filter and takes the most restrictive answer; among equal actions the
+//! filter installed last wins, so a rule's own errno beats the default's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use seccompiler::{BpfProgram, TargetArch};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// A compiled BPF program, ready for `seccomp(SECCOMP_SET_MODE_FILTER)`.
+pub type CompiledFilter = BpfProgram;
+
+/// The profile `buildcell step` applies when `--seccomp` is not given.
+pub const DEFAULT_PROFILE: &str = include_str!("../seccomp/default.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp profile {source_name}: {path}: {message}")]
+    Invalid {
+        source_name: String,
+        path: String,
+        message: String,
+    },
+    #[error("apply seccomp filter: {0}")]
+    Apply(seccompiler::Error),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Profile {
+    default_action: String,
+    default_errno_ret: Option<u32>,
+    architectures: Option<Vec<String>>,
+    arch_map: Option<Vec<ArchMap>>,
+    #[serde(default)]
+    syscalls: Vec<Rule>,
+    flags: Option<Vec<String>>,
+    listener_path: Option<String>,
+    listener_metadata: Option<String>,
+    comment: Option<String>,
+}
+
+/// Docker's `archMap` is accepted for compatibility; buildcell compiles for
+/// the host's architecture only, so its content is not used.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ArchMap {
+    architecture: String,
+    #[serde(default)]
+    sub_architectures: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Rule {
+    #[serde(default)]
+    names: Vec<String>,
+    name: Option<String>,
+    action: String,
+    errno_ret: Option<u32>,
+    #[serde(default)]
+    args: Vec<Arg>,
+    comment: Option<String>,
+    includes: Option<Condition>,
+    excludes: Option<Condition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Arg {
+    index: u8,
+    value: u64,
+    #[serde(default)]
+    value_two: u64,
+    op: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Condition {
+    #[serde(default)]
+    caps: Vec<String>,
+    #[serde(default)]
+    arches: Vec<String>,
+    min_kernel: Option<String>,
+}
+
+const THIS_ARCH: &[&str] = &["SCMP_ARCH_X86_64", "amd64", "x86_64"];
+
+/// Compile a Docker/OCI seccomp profile for x86_64. `granted_caps` are the
+/// capabilities the process keeps (`CAP_*` names): rules that include or
+/// exclude by capability are resolved against them, as Docker does.
+pub fn compile(
+    text: &str,
+    source_name: &str,
+    granted_caps: &[String],
+) -> Result<Vec<CompiledFilter>, SeccompError> {
+    let invalid = |path: String, message: String| SeccompError::Invalid {
+        source_name: source_name.to_string(),
+        path,
+        message,
+    };
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let profile: Profile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        invalid(
+            if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
+            e.inner().to_string(),
+        )
+    })?;
+    let _ = (
+        &profile.arch_map,
+        &profile.listener_metadata,
+        &profile.comment,
+    );
+    if let Some(arches) = &profile.architectures {
+        if !arches.is_empty() && !arches.iter().any(|a| THIS_ARCH.contains(&a.as_str())) {
+            return Err(invalid(
+                "architectures".into(),
+                "does not include SCMP_ARCH_X86_64, the architecture of this host".into(),
+            ));
+        }
+    }
+    if let Some(flags) = profile.flags.as_ref().filter(|f| !f.is_empty()) {
+        return Err(invalid(
+            "flags".into(),
+            format!("{flags:?}: seccomp filter flags are not supported yet; remove them"),
+        ));
+    }
+    if profile.listener_path.is_some() {
+        return Err(invalid(
+            "listenerPath".into(),
+            "seccomp notify listeners are not supported; remove it".into(),
+        ));
+    }
+    let default = action(
+        &profile.default_action,
+        profile.default_errno_ret,
+        || "defaultAction".into(),
+        &invalid,
+    )?;
+
+    // syscall name -> (rule index, name index) of its first mention, to name
+    // the JSON path of a syscall the compiler rejects.
+    let mut first_mention: BTreeMap<String, String> = BTreeMap::new();
+    // action (as JSON) -> syscall -> list of conditions (empty = always).
+    let mut by_action: BTreeMap<String, BTreeMap<String, Vec<Vec<Value>>>> = BTreeMap::new();
+    for (ri, rule) in profile.syscalls.iter().enumerate() {
+        let _ = &rule.comment;
+        if !applies(rule, granted_caps) {
+            continue;
+        }
+        let act = action(
+            &rule.action,
+            rule.errno_ret,
+            || format!("syscalls[{ri}].action"),
+            &invalid,
+        )?;
+        let mut conds = Vec::new();
+        for (ai, a) in rule.args.iter().enumerate() {
+            let op = match a.op.as_str() {
+                "SCMP_CMP_EQ" => json!("eq"),
+                "SCMP_CMP_NE" => json!("ne"),
+                "SCMP_CMP_LT" => json!("lt"),
+                "SCMP_CMP_LE" => json!("le"),
+                "SCMP_CMP_GT" => json!("gt"),
+                "SCMP_CMP_GE" => json!("ge"),
+                "SCMP_CMP_MASKED_EQ" => json!({"masked_eq": a.value}),
+                other => {
+                    return Err(invalid(
+                        format!("syscalls[{ri}].args[{ai}].op"),
+                        format!("unknown operator {other:?} (SCMP_CMP_EQ, _NE, _LT, _LE, _GT, _GE, _MASKED_EQ)"),
+                    ))
+                }
+            };
+            if a.index > 5 {
+                return Err(invalid(
+                    format!("syscalls[{ri}].args[{ai}].index"),
+                    format!("{} is not a syscall argument index (0 to 5)", a.index),
+                ));
+            }
+            let val = if a.op == "SCMP_CMP_MASKED_EQ" {
+                a.value_two
+            } else {
+                a.value
+            };
+            conds.push(json!({"index": a.index, "type": "qword", "op": op, "val": val}));
+        }
+        let names = rule.names.iter().chain(rule.name.iter());
+        for (ni, name) in names.enumerate() {
+            first_mention
+                .entry(name.clone())
+                .or_insert_with(|| format!("syscalls[{ri}].names[{ni}]"));
+            by_action
+                .entry(act.to_string())
+                .or_default()
+                .entry(name.clone())
+                .or_default()
+                .push(conds.clone());
+        }
+    }
+
+    let default_key = default.to_string();
+    let mut filters = Vec::new();
+    // Filter 1: the default action for everything, except what the rules
+    // allow (and what other-action rules name unconditionally, which filter
+    // 2.. decide).
+    let mut pass: BTreeMap<String, Vec<Vec<Value>>> = BTreeMap::new();
+    for (act, calls) in &by_action {
+        if *act == default_key {
+            continue;
+        }
+        for (name, conds) in calls {
+            if act == "\"allow\"" || conds.iter().all(|c| c.is_empty()) {
+                pass.entry(name.clone()).or_default().extend(conds.clone());
+            }
+        }
+    }
+    if default_key != "\"allow\"" {
+        filters.push(filter_json(&default, &json!("allow"), &pass));
+    }
+    for (act, calls) in &by_action {
+        if *act == default_key || act == "\"allow\"" {
+            continue;
+        }
+        let act: Value = serde_json::from_str(act).unwrap_or(Value::Null);
+        filters.push(filter_json(&json!("allow"), &act, calls));
+    }
+
+    let mut programs = Vec::new();
+    for f in filters {
+        let doc = json!({ "f": f }).to_string();
+        let mut map =
+            seccompiler::compile_from_json(doc.as_bytes(), TargetArch::x86_64).map_err(|e| {
+                let msg = e.to_string();
+                let path = first_mention
+                    .iter()
+                    .find(|(name, _)| msg.contains(&format!(": {name} for")))
+                    .map(|(name, path)| {
+                        (path.clone(), format!("unknown syscall {name:?} on x86_64"))
+                    });
+                match path {
+                    Some((p, m)) => invalid(p, m),
+                    None => invalid("syscalls".into(), msg),
+                }
+            })?;
+        if let Some(p) = map.remove("f") {
+            programs.push(p);
+        }
+    }
+    Ok(programs)
+}
+
+/// Build one seccompiler filter: syscalls named in `calls` get `on_match`
+/// (under their conditions), everything else `mismatch`.
+fn filter_json(
+    mismatch: &Value,
+    on_match: &Value,
+    calls: &BTreeMap<String, Vec<Vec<Value>>>,
+) -> Value {
+    let mut rules = Vec::new();
+    for (name, conds) in calls {
+        if conds.iter().any(|c| c.is_empty()) {
+            rules.push(json!({ "syscall": name }));
+        } else {
+            for c in conds {
+                rules.push(json!({ "syscall": name, "args": c }));
+            }
+        }
+    }
+    json!({ "mismatch_action": mismatch, "match_action": on_match, "filter": rules })
+}
+
+fn action(
+    name: &str,
+    errno: Option<u32>,
+    path: impl Fn() -> String,
+    invalid: &impl Fn(String, String) -> SeccompError,
+) -> Result<Value, SeccompError> {
+    Ok(match name {
+        "SCMP_ACT_ALLOW" => json!("allow"),
+        "SCMP_ACT_ERRNO" => json!({ "errno": errno.unwrap_or(libc::EPERM as u32) }),
+        "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => json!("kill_thread"),
+        "SCMP_ACT_KILL_PROCESS" => json!("kill_process"),
+        "SCMP_ACT_TRAP" => json!("trap"),
+        "SCMP_ACT_LOG" => json!("log"),
+        "SCMP_ACT_TRACE" => json!({ "trace": errno.unwrap_or(0) }),
+        other => {
+            return Err(invalid(
+                path(),
+                format!("unknown action {other:?} (SCMP_ACT_ALLOW, _ERRNO, _KILL, _KILL_PROCESS, _TRAP, _LOG, _TRACE)"),
+            ))
+        }
+    })
+}
+
+/// Docker's `includes`/`excludes`: a rule applies when the process has every
+/// included capability, none of the excluded ones, and the arch matches.
+fn applies(rule: &Rule, granted: &[String]) -> bool {
+    let arch_ok = |c: &Condition| {
+        c.arches.is_empty() || c.arches.iter().any(|a| THIS_ARCH.contains(&a.as_str()))
+    };
+    if let Some(inc) = &rule.includes {
+        let _ = &inc.min_kernel;
+        if !inc.caps.iter().all(|c| granted.contains(c)) || !arch_ok(inc) {
+            return false;
+        }
+    }
+    if let Some(exc) = &rule.excludes {
+        if exc.caps.iter().any(|c| granted.contains(c)) {
+            return false;
+        }
+        if !exc.arches.is_empty() && exc.arches.iter().any(|a| THIS_ARCH.contains(&a.as_str())) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Names of every syscall in a profile that resolves on x86_64 (for tests and
+/// `--verbose`).
+pub fn rule_count(text: &str) -> usize {
+    serde_json::from_str::<Profile>(text)
+        .map(|p| {
+            p.syscalls
+                .iter()
+                .flat_map(|r| r.names.iter().chain(r.name.iter()))
+                .collect::<BTreeSet<_>>()
+                .len()
+        })
+        .unwrap_or(0)
+}
+
+/// Install the filters in order. Must run after `no_new_privs` (or with
+/// CAP_SYS_ADMIN) and as the last step before exec.
+pub fn apply(filters: &[CompiledFilter]) -> Result<(), SeccompError> {
+    for f in filters {
+        seccompiler::apply_filter(f).map_err(SeccompError::Apply)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps() -> Vec<String> {
+        vec!["CAP_KILL".into()]
+    }
+
+    #[test]
+    fn default_profile_compiles() {
+        let f = compile(DEFAULT_PROFILE, "default.json", &caps()).unwrap();
+        assert!(!f.is_empty());
+        assert!(rule_count(DEFAULT_PROFILE) > 250);
+    }
+
+    #[test]
+    fn json_errors_name_the_path() {
+        let e = compile(r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], "action": 3}]}"#, "x.json", &caps())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.json: syscalls[0].action:"), "{e}");
+        let e = compile(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "bogus": 1}"#,
+            "x.json",
+            &caps(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+        let e = compile("{not json", "x.json", &caps())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("seccomp profile x.json:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_syscall_and_action_are_named() {
+        let e = compile(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "no_such_call"], "action": "SCMP_ACT_ALLOW"}]}"#,
+            "x.json",
+            &caps(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("syscalls[0].names[1]: unknown syscall \"no_such_call\""),
+            "{e}"
+        );
+        let e = compile(r#"{"defaultAction": "SCMP_ACT_MAYBE"}"#, "x.json", &caps())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("defaultAction: unknown action \"SCMP_ACT_MAYBE\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mixed_actions_make_one_filter_each() {
+        let f = compile(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+                {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+                {"names": ["ptrace"], "action": "SCMP_ACT_KILL_PROCESS"}]}"#,
+            "x.json",
+            &caps(),
+        )
+        .unwrap();
+        assert_eq!(f.len(), 3);
+    }
+
+    #[test]
+    fn capability_conditions() {
+        let text = r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+            {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}}]}"#;
+        let p: Profile = serde_json::from_str(text).unwrap();
+        assert!(!applies(&p.syscalls[0], &caps()));
+        assert!(applies(&p.syscalls[0], &["CAP_SYS_ADMIN".to_string()]));
+    }
+
+    #[test]
+    fn foreign_architecture_is_refused() {
+        let e = compile(
+            r#"{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_AARCH64"]}"#,
+            "x.json",
+            &caps(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("architectures: does not include SCMP_ARCH_X86_64"),
+            "{e}"
+        );
+    }
+}

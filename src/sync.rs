@@ -1,0 +1,295 @@
+//! The typed channel between the launcher (parent) and the container's init
+//! (child): a `SOCK_SEQPACKET` socketpair carrying one JSON [`Message`] per
+//! packet, with file descriptors attached through `SCM_RIGHTS` where a
+//! message carries them.
+//!
+//! Each side gets its own end type with methods named after the protocol
+//! step, so the order of the conversation reads from the code:
+//!
+//! ```text
+//! parent                                   child (pid 1 of the sandbox)
+//!   clone ------------------------------>    wait_maps_written()
+//!   write uid/gid maps
+//!   maps_written(idmap) ---------------->    capture bind sources
+//!   [host root] idmap them <-------------    request_idmap(fds)
+//!   idmap_done() ----------------------->    (set up mounts, hostname, ...)
+//!   wait_started() <---------------------    failed(step, msg)  or  exec (EOF)
+//! ```
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use serde::{Deserialize, Serialize};
+
+/// Largest message; fixed so a packet is never truncated silently.
+const MAX_MESSAGE: usize = 64 * 1024;
+const MAX_FDS: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("sync channel: {op}: {errno}")]
+    Io {
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
+    #[error("sync channel: malformed message: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("sync channel: expected {expected}, received {received}")]
+    Unexpected {
+        expected: &'static str,
+        received: String,
+    },
+    #[error("sync channel: the other side closed the channel while buildcell waited for {0}")]
+    Closed(&'static str),
+    #[error("sync channel: message carried {got} file descriptors, expected {expected}")]
+    FdCount { expected: usize, got: usize },
+}
+
+/// Everything that crosses the channel.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Message {
+    /// Parent → child: the uid/gid maps are written. With `idmap`, the
+    /// child must send its bind sources for idmapping (host root mode).
+    MapsWritten { idmap: bool },
+    /// Child → parent: detached bind sources (fds attached, in order) for
+    /// the parent to idmap; `mounts` are their indexes in the plan.
+    IdmapRequest { mounts: Vec<usize> },
+    /// Parent → child: every fd of the request is idmapped.
+    IdmapDone,
+    /// Child → parent: a setup step failed. `exit_code` is what buildcell
+    /// exits with (125 own error, 126 cannot execute, 127 not found).
+    Failed {
+        step: String,
+        message: String,
+        exit_code: i32,
+    },
+}
+
+impl Message {
+    fn name(&self) -> &'static str {
+        match self {
+            Message::MapsWritten { .. } => "MapsWritten",
+            Message::IdmapRequest { .. } => "IdmapRequest",
+            Message::IdmapDone => "IdmapDone",
+            Message::Failed { .. } => "Failed",
+        }
+    }
+}
+
+struct Channel(OwnedFd);
+
+impl Channel {
+    fn send(&self, msg: &Message, fds: &[RawFd]) -> Result<(), SyncError> {
+        let data = serde_json::to_vec(msg)?;
+        let iov = [IoSlice::new(&data)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+        sendmsg::<()>(
+            self.0.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|errno| SyncError::Io {
+            op: "sendmsg",
+            errno,
+        })?;
+        Ok(())
+    }
+
+    /// Receive one message; `Ok(None)` when the other side closed its end.
+    fn recv(&self) -> Result<Option<(Message, Vec<OwnedFd>)>, SyncError> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
+        let (len, fds) = loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(
+                self.0.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg_space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(r) => {
+                    let mut fds = Vec::new();
+                    for c in r.cmsgs().map_err(|errno| SyncError::Io {
+                        op: "recvmsg",
+                        errno,
+                    })? {
+                        if let ControlMessageOwned::ScmRights(raw) = c {
+                            for fd in raw {
+                                fds.push(crate::sys::own_received_fd(fd));
+                            }
+                        }
+                    }
+                    break (r.bytes, fds);
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) => {
+                    return Err(SyncError::Io {
+                        op: "recvmsg",
+                        errno,
+                    })
+                }
+            }
+        };
+        if len == 0 {
+            return Ok(None);
+        }
+        Ok(Some((serde_json::from_slice(&buf[..len])?, fds)))
+    }
+}
+
+/// The launcher's end.
+pub struct ParentEnd(Channel);
+/// The container init's end.
+pub struct ChildEnd(Channel);
+
+/// A new channel; both ends are close-on-exec.
+pub fn channel() -> Result<(ParentEnd, ChildEnd), SyncError> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|errno| SyncError::Io {
+        op: "socketpair",
+        errno,
+    })?;
+    Ok((ParentEnd(Channel(a)), ChildEnd(Channel(b))))
+}
+
+/// What the parent receives when it waits for the idmap request.
+pub enum IdmapRequest {
+    Mounts(Vec<(usize, OwnedFd)>),
+    Failed(SetupOutcome),
+}
+
+/// How the child's setup ended, as seen by the parent.
+#[derive(Debug)]
+pub enum SetupOutcome {
+    /// The channel closed: the user process was executed (its end is
+    /// close-on-exec) or the child died; the exit status tells which.
+    Executed,
+    Failed {
+        step: String,
+        message: String,
+        exit_code: i32,
+    },
+}
+
+impl ParentEnd {
+    pub fn maps_written(&self, idmap: bool) -> Result<(), SyncError> {
+        self.0.send(&Message::MapsWritten { idmap }, &[])
+    }
+
+    /// Receive the child's bind sources to idmap.
+    pub fn wait_idmap_request(&self) -> Result<IdmapRequest, SyncError> {
+        match self.0.recv()? {
+            None => Err(SyncError::Closed("IdmapRequest")),
+            Some((Message::IdmapRequest { mounts }, fds)) => {
+                if mounts.len() != fds.len() {
+                    return Err(SyncError::FdCount {
+                        expected: mounts.len(),
+                        got: fds.len(),
+                    });
+                }
+                Ok(IdmapRequest::Mounts(mounts.into_iter().zip(fds).collect()))
+            }
+            Some((
+                Message::Failed {
+                    step,
+                    message,
+                    exit_code,
+                },
+                _,
+            )) => Ok(IdmapRequest::Failed(SetupOutcome::Failed {
+                step,
+                message,
+                exit_code,
+            })),
+            Some((other, _)) => Err(SyncError::Unexpected {
+                expected: "IdmapRequest",
+                received: other.name().into(),
+            }),
+        }
+    }
+
+    pub fn idmap_done(&self) -> Result<(), SyncError> {
+        self.0.send(&Message::IdmapDone, &[])
+    }
+
+    pub fn wait_started(&self) -> Result<SetupOutcome, SyncError> {
+        match self.0.recv()? {
+            None => Ok(SetupOutcome::Executed),
+            Some((
+                Message::Failed {
+                    step,
+                    message,
+                    exit_code,
+                },
+                _,
+            )) => Ok(SetupOutcome::Failed {
+                step,
+                message,
+                exit_code,
+            }),
+            Some((other, _)) => Err(SyncError::Unexpected {
+                expected: "Failed or end of channel",
+                received: other.name().into(),
+            }),
+        }
+    }
+}
+
+impl ChildEnd {
+    /// Wait until the parent has written the id maps; returns whether the
+    /// bind sources must be idmapped by the parent.
+    pub fn wait_maps_written(&self) -> Result<bool, SyncError> {
+        match self.0.recv()? {
+            None => Err(SyncError::Closed("MapsWritten")),
+            Some((Message::MapsWritten { idmap }, _)) => Ok(idmap),
+            Some((other, _)) => Err(SyncError::Unexpected {
+                expected: "MapsWritten",
+                received: other.name().into(),
+            }),
+        }
+    }
+
+    /// Send detached bind sources to the parent and wait until it has
+    /// idmapped them.
+    pub fn request_idmap(&self, mounts: &[(usize, &OwnedFd)]) -> Result<(), SyncError> {
+        let idx = mounts.iter().map(|(i, _)| *i).collect();
+        let fds: Vec<RawFd> = mounts.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        self.0.send(&Message::IdmapRequest { mounts: idx }, &fds)?;
+        match self.0.recv()? {
+            None => Err(SyncError::Closed("IdmapDone")),
+            Some((Message::IdmapDone, _)) => Ok(()),
+            Some((other, _)) => Err(SyncError::Unexpected {
+                expected: "IdmapDone",
+                received: other.name().into(),
+            }),
+        }
+    }
+
+    pub fn failed(&self, step: &str, message: &str, exit_code: i32) {
+        // Best effort: if the parent is gone there is nobody to tell.
+        let _ = self.0.send(
+            &Message::Failed {
+                step: step.into(),
+                message: message.into(),
+                exit_code,
+            },
+            &[],
+        );
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.0 .0.as_raw_fd()
+    }
+}

@@ -1,0 +1,238 @@
+//! Thin wrappers over the system calls that `nix` does not cover.
+//!
+//! This is the one module of buildcell allowed to contain `unsafe`. Every
+//! wrapper returns a [`SysError`] that prints the call as it was made, so a
+//! failure names the object at fault (`open_tree("/src", CLONE|RECURSIVE)`).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+
+/// A failed system call: what was called, on what, and the errno.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: {errno}")]
+pub struct SysError {
+    pub call: String,
+    pub errno: Errno,
+}
+
+impl SysError {
+    fn new(call: String) -> Self {
+        SysError {
+            call,
+            errno: Errno::last(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SysError>;
+
+// Constants from <linux/mount.h> that libc does not export for every target.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// `MOUNT_ATTR_*` flags for [`mount_setattr`].
+pub mod attr {
+    pub const RDONLY: u64 = 0x1;
+    pub const NOSUID: u64 = 0x2;
+    pub const NODEV: u64 = 0x4;
+    pub const NOEXEC: u64 = 0x8;
+    pub const IDMAP: u64 = 0x0010_0000;
+}
+
+/// `struct mount_attr` from <linux/mount.h>.
+#[repr(C)]
+#[derive(Default)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn cpath(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| SysError {
+        call: format!("path {path:?}"),
+        errno: Errno::EINVAL,
+    })
+}
+
+/// `clone(2)` without a new stack: like `fork(2)`, with namespace flags.
+///
+/// Returns `Some(pid)` in the parent and `None` in the child. The caller must
+/// be single-threaded (buildcell's launcher is), as with `fork`.
+pub fn clone_fork(flags: libc::c_int) -> Result<Option<libc::pid_t>> {
+    // SAFETY: the raw clone syscall with a NULL stack behaves like fork():
+    // the child gets a copy-on-write copy of the address space and resumes
+    // here. The launcher calls it while single-threaded, so no lock held by
+    // another thread can be left locked in the child. No pointer arguments.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match ret {
+        -1 => Err(SysError::new(format!("clone({flags:#x})"))),
+        0 => Ok(None),
+        pid => Ok(Some(pid as libc::pid_t)),
+    }
+}
+
+/// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE|OPEN_TREE_CLOEXEC[|AT_RECURSIVE])`:
+/// a detached copy of the mount (tree) at `path`.
+pub fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd> {
+    let c = cpath(path)?;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call;
+    // the returned fd is new and owned by nobody else.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(SysError::new(format!(
+            "open_tree({path:?}, CLONE{})",
+            if recursive { "|RECURSIVE" } else { "" }
+        )));
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH[|AT_RECURSIVE], ...)` on a mount fd.
+pub fn mount_setattr(
+    fd: BorrowedFd<'_>,
+    recursive: bool,
+    set: u64,
+    clear: u64,
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: userns.map(|u| u.as_raw_fd() as u64).unwrap_or(0),
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    // SAFETY: `attr` is a properly laid out `struct mount_attr` that lives
+    // across the call, and its size is passed; the path is a static empty
+    // C string.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(SysError::new(format!(
+            "mount_setattr(fd {}, set {set:#x}, clear {clear:#x}{})",
+            fd.as_raw_fd(),
+            if recursive { ", RECURSIVE" } else { "" }
+        )));
+    }
+    Ok(())
+}
+
+/// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attach a
+/// detached mount at `target`.
+pub fn attach_mount(fd: BorrowedFd<'_>, target: &Path) -> Result<()> {
+    let c = cpath(target)?;
+    // SAFETY: both strings are valid NUL-terminated C strings alive for the
+    // call; `fd` is a mount fd borrowed for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(SysError::new(format!("move_mount(fd, {target:?})")));
+    }
+    Ok(())
+}
+
+/// `close_range(first, ~0, 0)`: close every fd from `first` on.
+pub fn close_fds_from(first: RawFd) -> Result<()> {
+    // SAFETY: close_range takes no pointers; closing fds the process does not
+    // use any more is the point (called right before exec).
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, u32::MAX, 0) };
+    if ret < 0 {
+        return Err(SysError::new(format!("close_range({first}, ~0)")));
+    }
+    Ok(())
+}
+
+/// Bring the loopback interface up in the current network namespace.
+pub fn loopback_up() -> Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|errno| SysError {
+        call: "socket(AF_INET, SOCK_DGRAM)".into(),
+        errno,
+    })?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the interface name from and writes the flags
+    // into `req`, which is a valid, live `struct ifreq`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(SysError::new("ioctl(SIOCGIFFLAGS, \"lo\")".into()));
+    }
+    // SAFETY: the union member ifru_flags was just filled in by the kernel.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(SysError::new("ioctl(SIOCSIFFLAGS, \"lo\", UP)".into()));
+    }
+    Ok(())
+}
+
+/// `_exit(2)`: leave a forked child without running the parent's atexit
+/// handlers or flushing buffers it inherited.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no Rust-managed state.
+    unsafe { libc::_exit(code) }
+}
+
+/// Take ownership of an fd the kernel just installed through `SCM_RIGHTS`.
+pub fn own_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the fd was installed in this process by recvmsg(SCM_RIGHTS) a
+    // moment ago and nothing else refers to it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Restore the default disposition of `sig`.
+pub fn default_signal(sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    use nix::sys::signal::{signal, SigHandler};
+    // SAFETY: installing SIG_DFL registers no Rust code as a handler, so no
+    // async-signal-safety requirement arises.
+    unsafe { signal(sig, SigHandler::SigDfl) }.map(|_| ())
+}
