@@ -166,6 +166,11 @@ pub fn step_request(args: &StepArgs) -> Result<StepRequest, Error> {
             "step: no command given; usage: buildcell step [OPTIONS] -- CMD [ARGS...]",
         ));
     }
+    if let Some(flag) = args.command[0].to_str().filter(|a| a.starts_with('-')) {
+        return Err(usage(format!(
+            "step: unknown option {flag:?}; see buildcell step --help (the command goes after --)"
+        )));
+    }
     let mut argv = Vec::new();
     for (i, a) in args.command.iter().enumerate() {
         let s = a.to_str().ok_or_else(|| {

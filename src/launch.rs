@@ -185,35 +185,32 @@ fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Failure {
 
 /// Pid 1 of the sandbox. Never returns.
 fn container_init(plan: &LaunchPlan, chan: ChildEnd, sfd: SignalFd, timer: Timer) -> ! {
-    let code = match init_steps(plan, &chan, &sfd, timer) {
-        Ok(code) => code,
+    if let Err(Failure(step, message, code)) = init_steps(plan, &chan, timer) {
+        chan.failed(step, &message, code);
+        sys::exit_now(code);
+    }
+    match fork_user_process() {
         Err(Failure(step, message, code)) => {
             chan.failed(step, &message, code);
-            code
+            sys::exit_now(code)
         }
-    };
-    sys::exit_now(code)
+        Ok(ForkResult::Child) => user_process(plan, &chan, timer),
+        Ok(ForkResult::Parent { child }) => {
+            // Only the user process may hold the channel now, so that it
+            // closes exactly when the user process execs (close-on-exec).
+            drop(chan);
+            sys::exit_now(reaper::supervise(child, &sfd, true))
+        }
+    }
 }
 
-fn init_steps(
-    plan: &LaunchPlan,
-    chan: &ChildEnd,
-    sfd: &SignalFd,
-    t: Timer,
-) -> Result<i32, Failure> {
+/// The setup of pid 1, up to the fork of the user process.
+fn init_steps(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> Result<(), Failure> {
     // First: if buildcell dies, the whole sandbox dies with it (pid 1 going
     // takes the pid namespace down).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("set parent-death signal"))?;
     // Nothing below works before the parent has written the id maps.
     let idmap = chan.wait_maps_written().map_err(fail("wait for id maps"))?;
-    // Become root of the new namespace: as host root the creator's own uid
-    // is not mapped (container root is an unprivileged host uid), and files
-    // could not be created with an unmapped fsuid.
-    let root = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
-    nix::unistd::setresgid(root.1, root.1, root.1)
-        .map_err(fail("become root in the user namespace (gid)"))?;
-    nix::unistd::setresuid(root.0, root.0, root.0)
-        .map_err(fail("become root in the user namespace (uid)"))?;
     // Supplementary groups of the caller mean nothing inside; drop them where
     // the maps allow it (setgroups is denied with a single-id map).
     let _ = nix::unistd::setgroups(&[]);
@@ -225,6 +222,26 @@ fn init_steps(
     })
     .map_err(fail("mounts"))?;
     t.log("mount sources captured (root read-only, nosuid, nodev)");
+    // Become root of the new namespace: as host root the creator's own uid
+    // is not mapped (container root is an unprivileged host uid), and files
+    // could not be created with an unmapped fsuid. Done after the capture,
+    // which still runs with the caller's host uid and so can reach the
+    // caller's own directories (a cwd under /root, mode 0700).
+    let root = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+    nix::unistd::setresgid(root.1, root.1, root.1)
+        .map_err(fail("become root in the user namespace (gid)"))?;
+    nix::unistd::setresuid(root.0, root.0, root.0)
+        .map_err(fail("become root in the user namespace (uid)"))?;
+    // The uid change cleared the parent-death signal: set it again, then
+    // make sure the parent did not die before it was set.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("set parent-death signal"))?;
+    if chan.peer_gone() {
+        return Err(Failure(
+            "set parent-death signal",
+            "buildcell exited during setup".into(),
+            125,
+        ));
+    }
     mounts::pivot_into_root(&sources).map_err(fail("pivot_root"))?;
     t.log("pivoted into the new root");
     mounts::mount_all(plan, &sources, |m| t.log(m)).map_err(fail("mounts"))?;
@@ -240,11 +257,7 @@ fn init_steps(
         t.log("network namespace: lo up");
     }
 
-    // SAFETY-free fork: this process is single-threaded (a fresh clone).
-    match fork_user_process()? {
-        ForkResult::Child => user_process(plan, chan, t),
-        ForkResult::Parent { child } => Ok(reaper::supervise(child, sfd, true)),
-    }
+    Ok(())
 }
 
 fn fork_user_process() -> Result<ForkResult, Failure> {

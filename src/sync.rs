@@ -289,6 +289,20 @@ impl ChildEnd {
         );
     }
 
+    /// Whether the parent's end is closed (the parent died).
+    pub fn peer_gone(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.0 .0.as_fd(), PollFlags::empty())];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => false,
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+            Err(_) => true,
+        }
+    }
+
     pub fn as_raw_fd(&self) -> RawFd {
         self.0 .0.as_raw_fd()
     }

@@ -1,0 +1,71 @@
+//! Test probe run inside the sandbox by `tests/`: reports ids, environment
+//! and the outcome of system calls as plain lines, exit 0 on success and 1
+//! when the probed operation failed.
+
+use std::io::Write;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+
+fn report<T>(what: &str, r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => {
+            println!("{what}: ok");
+            0
+        }
+        Err(e) => {
+            println!("{what}: error {}", e.raw_os_error().unwrap_or(0));
+            1
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+    let code = match arg(0).as_str() {
+        "ids" => {
+            println!(
+                "uid={} euid={} gid={} egid={}",
+                nix::unistd::getuid(),
+                nix::unistd::geteuid(),
+                nix::unistd::getgid(),
+                nix::unistd::getegid()
+            );
+            0
+        }
+        "env" => {
+            for (k, v) in std::env::vars_os() {
+                println!("{}={}", k.to_string_lossy(), v.to_string_lossy());
+            }
+            0
+        }
+        "tcp" => report("tcp", std::net::TcpStream::connect(arg(1))),
+        "tcp-self" => {
+            // Listen and connect on 127.0.0.1: works only when lo is up.
+            let r = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| {
+                let conn = std::net::TcpStream::connect(l.local_addr()?);
+                drop(l);
+                conn
+            });
+            report("tcp-self", r)
+        }
+        "unix" => report("unix", UnixStream::connect(arg(1))),
+        "unix-abstract" => report(
+            "unix-abstract",
+            SocketAddr::from_abstract_name(arg(1).as_bytes())
+                .and_then(|a| UnixStream::connect_addr(&a)),
+        ),
+        "unshare-user" => report(
+            "unshare-user",
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+                .map_err(std::io::Error::from),
+        ),
+        "write" => report("write", std::fs::write(arg(1), b"x")),
+        other => {
+            eprintln!("probe: unknown command {other:?}");
+            2
+        }
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
