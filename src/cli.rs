@@ -147,11 +147,8 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
                 .map_err(|e| usage(format!("--seccomp {}: cannot read: {e}", path.display())))?;
             seccomp::compile(&text, &path.display().to_string(), &caps)?
         }
-        None => seccomp::compile(
-            seccomp::DEFAULT_PROFILE,
-            "seccomp/default.json (embedded)",
-            &caps,
-        )?,
+        // Compiled at build time for the step's capability set.
+        None => spec::step_seccomp(),
     };
     timer.log(&format!("seccomp: {} filter(s) compiled", filters.len()));
     let plan = spec::plan(&spec, filters, args.verbose)?;

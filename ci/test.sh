@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The whole test suite of buildcell, from a fresh machine: installs what the
+# tests need, creates the unprivileged test user, then runs fmt, clippy, the
+# unit tests and the tests of the real binary (as root and as that user).
+# Run it as root (it installs packages): `bash ci/test.sh`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "ci/test.sh: run as root (it installs packages and creates the test user bctest): sudo bash ci/test.sh" >&2
+  exit 2
+fi
+export CI="${CI:-true}" CARGO_TERM_COLOR=never
+command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
+
+# Debian packages the tests use: newuidmap/newgidmap (uidmap), runuser and
+# unshare (util-linux), script (bsdutils), useradd (passwd).
+need=(uidmap util-linux bsdutils passwd)
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The unprivileged user of the tests, with a subordinate id range.
+user=${BUILDCELL_TEST_USER:-bctest}
+if ! id "$user" >/dev/null 2>&1; then
+  say "creating test user $user"
+  useradd --create-home --shell /bin/sh "$user"
+fi
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  if ! grep -q "^$user:" "$f"; then
+    say "adding a subordinate range for $user to $f"
+    # A range above every range already in the file.
+    start=$(awk -F: 'BEGIN{m=200000} {e=$2+$3; if (e>m) m=e} END{print m}' "$f")
+    echo "$user:$start:65536" >> "$f"
+  fi
+done
+export BUILDCELL_TEST_USER="$user"
+
+say "cargo fmt --check"
+cargo fmt --check
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings
+say "cargo test (unit tests, then the real binary as root and as $user)"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --all-targets 2>&1 | tee "$log" || status=$?
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END{print s+0}')
+failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END{print s+0}')
+if [ "$status" != 0 ] && [ "$failed" = 0 ]; then failed=1; fi
+echo "total: $passed passed, $failed failed"
+exit "$status"
