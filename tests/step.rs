@@ -620,6 +620,37 @@ fn stdio_passes_through() {
 }
 
 #[test]
+fn closed_stdio_is_replaced_not_reused() {
+    each_mode(|m| {
+        let d = workdir(m, "closedstdio");
+        let bin = harness().bin.display().to_string();
+        // buildcell started with fds 0 and 1 closed: its own sockets must not
+        // become the step's stdin/stdout. (Rust's runtime opens /dev/null on
+        // closed stdio fds at start; this pins that buildcell relies on it.)
+        let script = format!("exec 0<&- 1>&-; {bin} step -- sh -c 'read x; echo \"read=$? $x\" >&2; ls -l /proc/self/fd/ >&2'");
+        let mut c = match (m, &harness().user) {
+            (Mode::User, Some(u)) => {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", u, "--", "sh", "-c", &script]);
+                c
+            }
+            _ => {
+                let mut c = std::process::Command::new("sh");
+                c.args(["-c", &script]);
+                c
+            }
+        };
+        let r = finish(c.current_dir(&d).output().unwrap());
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(
+            r.stderr.contains("read=1"),
+            "stdin is empty, not a socket: {r:?}"
+        );
+        assert!(!r.stderr.contains("socket:"), "{r:?}");
+    });
+}
+
+#[test]
 fn terminal_is_passed_when_stdin_is_one() {
     if which("script").is_none() {
         return skip("util-linux `script` is needed to give buildcell a terminal");
