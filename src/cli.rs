@@ -29,6 +29,42 @@ pub enum Command {
     /// Run a build step in the sandbox: the host filesystem read-only, the
     /// current directory read-write, no network, fresh namespaces.
     Step(StepArgs),
+    /// Audit logs: create a signing key, verify logs, show records.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Create an Ed25519 signing key (KEY, mode 0600) and its public key
+    /// (KEY.pub, what auditors hold).
+    Keygen {
+        /// Where to write the secret key; refused if it exists.
+        key: PathBuf,
+    },
+    /// Check logs: hash chain, signatures, completeness. Prints `OK: ...` or
+    /// the first record at fault; exit 0 only when every log is complete and
+    /// intact.
+    Verify {
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// Public key file to check the signed checkpoints with.
+        #[arg(long, value_name = "PUB")]
+        key: Option<PathBuf>,
+    },
+    /// Print a log's exec records as a table (time, pid, cwd, command).
+    Show {
+        log: PathBuf,
+        /// Print the matching records as JSON Lines instead.
+        #[arg(long)]
+        json: bool,
+        /// Only records of this host pid.
+        #[arg(long)]
+        pid: Option<i32>,
+        /// Only exec records whose command line contains this text.
+        #[arg(long, value_name = "TEXT")]
+        command: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -105,12 +141,107 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Step(args) => step(args),
+        Command::Audit(cmd) => audit(cmd),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("buildcell: {e}");
             e.exit_code()
+        }
+    }
+}
+
+/// `buildcell audit ...`.
+pub fn audit(cmd: AuditCommand) -> Result<i32, Error> {
+    use crate::audit::{keys, record, verify};
+    match cmd {
+        AuditCommand::Keygen { key } => {
+            let (public, id) =
+                keys::generate(&key).map_err(|e| usage(format!("audit keygen: {e}")))?;
+            println!(
+                "secret key {} (keep it where no build step can read it)",
+                key.display()
+            );
+            println!(
+                "public key {} (give it to auditors), key id {id}",
+                public.display()
+            );
+            Ok(0)
+        }
+        AuditCommand::Verify { logs, key } => {
+            let key = match &key {
+                Some(p) => Some(keys::load_public(p).map_err(|e| usage(format!("--key: {e}")))?),
+                None => None,
+            };
+            let mut code = 0;
+            for log in &logs {
+                let data = match std::fs::read(log) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        println!("FAIL: {}: cannot read: {e}", log.display());
+                        code = 1;
+                        continue;
+                    }
+                };
+                match verify::verify(&data, key.as_ref()) {
+                    Ok(v) if v.complete => {
+                        println!("OK: {}: {}", log.display(), verify::summary(&v))
+                    }
+                    Ok(v) => {
+                        println!("FAIL: {}: {}", log.display(), verify::summary(&v));
+                        code = 1;
+                    }
+                    Err(f) => {
+                        println!("FAIL: {}: {f}", log.display());
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        AuditCommand::Show {
+            log,
+            json,
+            pid,
+            command,
+        } => {
+            let data = std::fs::read_to_string(&log)
+                .map_err(|e| usage(format!("audit show {}: {e}", log.display())))?;
+            if !json {
+                println!("{:<30} {:>8} {:<24} COMMAND", "TIME", "PID", "CWD");
+            }
+            for (i, line) in data.lines().enumerate() {
+                let rec: record::Record = serde_json::from_str(line).map_err(|e| {
+                    usage(format!(
+                        "audit show {}: line {}: not a record: {e}",
+                        log.display(),
+                        i + 1
+                    ))
+                })?;
+                let record::Body::Exec(x) = &rec.body else {
+                    continue;
+                };
+                let cmdline = x.argv.join(" ");
+                if pid.is_some_and(|p| p != x.pid)
+                    || command
+                        .as_ref()
+                        .is_some_and(|c| !cmdline.contains(c.as_str()))
+                {
+                    continue;
+                }
+                if json {
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{:<30} {:>8} {:<24} {cmdline}",
+                        rec.time,
+                        x.pid,
+                        x.cwd.as_deref().unwrap_or("?")
+                    );
+                }
+            }
+            Ok(0)
         }
     }
 }

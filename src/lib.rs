@@ -10,9 +10,11 @@
 //!   one kernel facility each;
 //! - [`process`]: environment, signals and exec of the user process;
 //! - [`reaper`]: pid 1 of the sandbox and the signal forwarding;
+//! - [`audit`]: audit records, the log writer, keys and offline verification;
 //! - [`sys`]: the raw system calls, the only place with `unsafe`.
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod capabilities;
 pub mod cli;
 pub mod error;

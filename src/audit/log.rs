@@ -1,0 +1,226 @@
+//! The append-only audit log writer.
+//!
+//! Every record is one `write(2)` of one line. A short or failed write is
+//! undone (the file is truncated back to the last whole record) and the log
+//! is then *failed*: every later append is refused, so the caller refuses
+//! the exec it was about to allow. Records are synced (`fdatasync`) at each
+//! checkpoint and at the end; a failed sync also fails the log.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signer, SigningKey};
+
+use super::record::{Body, Checkpoint, End, Record, Start, GENESIS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("audit log {path}: {op}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("audit log {path}: an earlier write failed ({cause}); no further record can be written, so nothing more may run")]
+    Failed { path: PathBuf, cause: String },
+    #[error("audit log {path}: size limit of {limit} bytes reached; raise it or shorten the step")]
+    Full { path: PathBuf, limit: u64 },
+}
+
+/// When signed checkpoints are written.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointPolicy {
+    pub every_records: u64,
+    pub every: Duration,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy {
+            every_records: 256,
+            every: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct AuditLog {
+    file: File,
+    path: PathBuf,
+    container: String,
+    key: Option<SigningKey>,
+    key_id: Option<String>,
+    policy: CheckpointPolicy,
+    max_bytes: u64,
+    /// Bytes of whole records in the file.
+    len: u64,
+    seq: u64,
+    prev: String,
+    execs: u64,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    failed: Option<String>,
+}
+
+impl AuditLog {
+    /// Create a new log (refused if `path` exists) and write its start
+    /// record.
+    pub fn create(
+        path: &Path,
+        start: Start,
+        key: Option<SigningKey>,
+        policy: CheckpointPolicy,
+        max_bytes: u64,
+    ) -> Result<AuditLog, LogError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|source| LogError::Io {
+                path: path.into(),
+                op: "create",
+                source,
+            })?;
+        let key_id = key
+            .as_ref()
+            .map(|k| super::keys::key_id(&k.verifying_key()));
+        let mut start = start;
+        start.key_id = key_id.clone();
+        let mut log = AuditLog {
+            file,
+            path: path.into(),
+            container: start.container_id.clone(),
+            key,
+            key_id,
+            policy,
+            max_bytes,
+            len: 0,
+            seq: 0,
+            prev: GENESIS.into(),
+            execs: 0,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            failed: None,
+        };
+        log.append(Body::Start(start))?;
+        Ok(log)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one record; writes a signed checkpoint after it when the
+    /// policy says so. Returns the record's seq.
+    pub fn append(&mut self, body: Body) -> Result<u64, LogError> {
+        if matches!(body, Body::Exec(_)) {
+            self.execs += 1;
+        }
+        let seq = self.write(body)?;
+        self.since_checkpoint += 1;
+        if self.key.is_some()
+            && (self.since_checkpoint >= self.policy.every_records
+                || self.last_checkpoint.elapsed() >= self.policy.every)
+        {
+            self.checkpoint()?;
+        }
+        Ok(seq)
+    }
+
+    /// Write a signed checkpoint over the chain head and sync the file.
+    pub fn checkpoint(&mut self) -> Result<(), LogError> {
+        if let (Some(key), Some(key_id)) = (&self.key, &self.key_id) {
+            let msg = super::checkpoint_message(&self.container, self.seq, &self.prev);
+            let sig = super::hex(&key.sign(&msg).to_bytes());
+            let key_id = key_id.clone();
+            self.write(Body::Checkpoint(Checkpoint { key_id, sig }))?;
+        }
+        self.sync()?;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// The end record, a final checkpoint, and a sync; a failure here fails
+    /// the step.
+    pub fn finish(mut self, exit_status: Option<i32>) -> Result<(), LogError> {
+        let end = End {
+            exit_status,
+            records: self.seq + 1,
+            execs: self.execs,
+        };
+        self.write(Body::End(end))?;
+        self.checkpoint()
+    }
+
+    fn write(&mut self, body: Body) -> Result<u64, LogError> {
+        if let Some(cause) = &self.failed {
+            return Err(LogError::Failed {
+                path: self.path.clone(),
+                cause: cause.clone(),
+            });
+        }
+        let record = Record {
+            seq: self.seq,
+            time: super::record::now(),
+            body,
+            prev: self.prev.clone(),
+        };
+        let mut line = serde_json::to_vec(&record).map_err(|e| LogError::Io {
+            path: self.path.clone(),
+            op: "encode",
+            source: std::io::Error::other(e),
+        })?;
+        if self.len + line.len() as u64 + 1 > self.max_bytes {
+            self.failed = Some(format!("size limit {} reached", self.max_bytes));
+            return Err(LogError::Full {
+                path: self.path.clone(),
+                limit: self.max_bytes,
+            });
+        }
+        let hash = super::sha256_hex(&line);
+        line.push(b'\n');
+        match self.file.write(&line) {
+            Ok(n) if n == line.len() => {}
+            Ok(n) => {
+                return Err(self.undo(
+                    "short write",
+                    std::io::Error::other(format!("{n} of {} bytes written", line.len())),
+                ))
+            }
+            Err(e) => return Err(self.undo("write", e)),
+        }
+        self.len += line.len() as u64;
+        self.prev = hash;
+        let seq = self.seq;
+        self.seq += 1;
+        Ok(seq)
+    }
+
+    /// Truncate back to the last whole record and mark the log failed.
+    fn undo(&mut self, op: &'static str, source: std::io::Error) -> LogError {
+        let _ = self.file.set_len(self.len);
+        self.failed = Some(format!("{op}: {source}"));
+        LogError::Io {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), LogError> {
+        if let Err(source) = self.file.sync_data() {
+            self.failed = Some(format!("fdatasync: {source}"));
+            return Err(LogError::Io {
+                path: self.path.clone(),
+                op: "fdatasync",
+                source,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! The audit log: a tamper-evident record of what ran in a sandbox.
+//!
+//! - [`record`]: the record types, one JSON object per line;
+//! - [`log`]: the append-only writer (hash chain, signed checkpoints,
+//!   durability, failing closed);
+//! - [`keys`]: Ed25519 key files and key ids;
+//! - [`verify`]: the offline checker behind `buildcell audit verify`.
+//!
+//! Chain: every record carries `prev`, the SHA-256 (hex) of the previous
+//! line's bytes (64 zeros for the first). A `checkpoint` record signs,
+//! with Ed25519, the context `buildcell-audit-v1`, the container id, its
+//! own seq and that `prev`: one signature covers every record before it.
+//! A complete log ends with an `end` record followed by a checkpoint.
+
+pub mod keys;
+pub mod log;
+pub mod record;
+pub mod verify;
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes from lowercase or uppercase hex; `None` on odd length or bad digit.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// SHA-256 of `data`, in hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(data))
+}
+
+/// The bytes a checkpoint signs.
+pub fn checkpoint_message(container: &str, seq: u64, prev: &str) -> Vec<u8> {
+    format!("buildcell-audit-v1\n{container}\n{seq}\n{prev}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(hex(&[0, 1, 0xab, 0xff]), "0001abff");
+        assert_eq!(unhex("0001abFF"), Some(vec![0, 1, 0xab, 0xff]));
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! `buildcell audit keygen|verify|show` on logs written by buildcell's own
+//! writer, then tampered with the ways an attacker would: every tamper case
+//! must make `verify` exit 1 and name the first record at fault.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use buildcell::audit::keys;
+use buildcell::audit::log::{AuditLog, CheckpointPolicy};
+use buildcell::audit::record::{Body, Exec, Start};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_buildcell"))
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("buildcell-audit-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn buildcell(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A key pair through the real `audit keygen`.
+fn keygen(d: &Path) -> (PathBuf, PathBuf) {
+    let key = d.join("audit.key");
+    let (code, out, err) = buildcell(&["audit", "keygen", key.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let meta = fs::metadata(&key).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    (key.clone(), d.join("audit.key.pub"))
+}
+
+/// A complete signed log of `n` exec records, checkpoints every 4 records.
+fn write_log(path: &Path, key: &Path, n: usize) {
+    let start = Start {
+        buildcell_version: "test".into(),
+        container_id: "ctr-1".into(),
+        host: "h".into(),
+        ..Default::default()
+    };
+    let policy = CheckpointPolicy {
+        every_records: 4,
+        every: std::time::Duration::from_secs(3600),
+    };
+    let mut log = AuditLog::create(
+        path,
+        start,
+        Some(keys::load_signing(key).unwrap()),
+        policy,
+        1 << 20,
+    )
+    .unwrap();
+    for i in 0..n {
+        log.append(Body::Exec(Exec {
+            pid: 100 + i as i32,
+            cwd: Some("/src".into()),
+            argv: vec!["make".into(), format!("target{i}")],
+            result: "ok".into(),
+            ..Default::default()
+        }))
+        .unwrap();
+    }
+    log.finish(Some(0)).unwrap();
+}
+
+fn verify(log: &Path, key: &Path) -> (i32, String) {
+    let (code, out, err) = buildcell(&[
+        "audit",
+        "verify",
+        "--key",
+        key.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    (code, out)
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn intact_log_verifies() {
+    let d = dir("intact");
+    let (key, public) = keygen(&d);
+    let log = d.join("ctr-1.log");
+    write_log(&log, &key, 10);
+    let (code, out) = verify(&log, &public);
+    assert_eq!(code, 0, "{out}");
+    // 1 start + 10 exec + checkpoints + end + final checkpoint
+    assert!(
+        out.starts_with(&format!("OK: {}: ", log.display())),
+        "{out}"
+    );
+    assert!(out.contains("complete"), "{out}");
+    assert!(out.contains("last signed checkpoint at seq"), "{out}");
+}
+
+#[test]
+fn every_tamper_is_detected() {
+    let d = dir("tamper");
+    let (key, public) = keygen(&d);
+    let log = d.join("orig.log");
+    write_log(&log, &key, 10);
+    let orig = lines(&log);
+    let case = |name: &str, content: &[u8]| {
+        let p = d.join(format!("{name}.log"));
+        fs::write(&p, content).unwrap();
+        let (code, out) = verify(&p, &public);
+        assert_eq!(code, 1, "{name}: {out}");
+        assert!(out.starts_with("FAIL: "), "{name}: {out}");
+        out
+    };
+    // Edit one byte of an exec record's argv.
+    let mut edited = orig.clone();
+    edited[3] = edited[3].replacen("target2", "targex2", 1);
+    let out = case("edit-byte", (edited.join("\n") + "\n").as_bytes());
+    assert!(out.contains("line 4") || out.contains("line 5"), "{out}");
+    // Drop a line.
+    let mut dropped = orig.clone();
+    dropped.remove(4);
+    let out = case("drop", (dropped.join("\n") + "\n").as_bytes());
+    assert!(out.contains("line 5: seq 5 where 4 was expected"), "{out}");
+    // Swap two lines.
+    let mut swapped = orig.clone();
+    swapped.swap(2, 3);
+    let out = case("swap", (swapped.join("\n") + "\n").as_bytes());
+    assert!(out.contains("line 3"), "{out}");
+    // Truncate in the middle of a line.
+    let all = fs::read(&log).unwrap();
+    let out = case("truncate-mid", &all[..all.len() - 20]);
+    assert!(out.contains("truncated"), "{out}");
+    // Truncate at a line boundary: the end is missing.
+    let out = case("truncate-lines", (orig[..6].join("\n") + "\n").as_bytes());
+    assert!(out.contains("cut off after seq 5"), "{out}");
+    // An empty (wiped) log.
+    let out = case("empty", b"");
+    assert!(out.contains("empty log"), "{out}");
+    // Replace the key: re-sign with another key, verify with the auditor's.
+    let other = d.join("other");
+    fs::create_dir_all(&other).unwrap();
+    let (other_key, _) = keygen(&other);
+    let forged = d.join("forged.log");
+    write_log(&forged, &other_key, 10);
+    let (code, out) = verify(&forged, &public);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not with the given key"), "{out}");
+    // A garbage file never crashes the verifier.
+    let out = case("garbage", b"\x00\xff{\"seq\":\n\n[]\n");
+    assert!(out.contains("line 1"), "{out}");
+    // Appending a fake record after the end.
+    let mut appended = orig.clone();
+    let last = appended.last().unwrap().clone();
+    appended.push(last);
+    write_lines(&d.join("x.log"), &appended);
+    let (code, _) = verify(&d.join("x.log"), &public);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn show_prints_the_commands() {
+    let d = dir("show");
+    let (key, _) = keygen(&d);
+    let log = d.join("ctr.log");
+    write_log(&log, &key, 3);
+    let (code, out, err) = buildcell(&["audit", "show", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(
+        out.lines().nth(2).unwrap().ends_with("make target1"),
+        "{out}"
+    );
+    let (_, out, _) = buildcell(&[
+        "audit",
+        "show",
+        "--json",
+        "--pid",
+        "102",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains("\"target2\""), "{out}");
+    let (_, out, _) = buildcell(&[
+        "audit",
+        "show",
+        "--command",
+        "target0",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+}
+
+#[test]
+fn keygen_refuses_to_overwrite() {
+    let d = dir("keygen");
+    keygen(&d);
+    let (code, _, err) = buildcell(&["audit", "keygen", d.join("audit.key").to_str().unwrap()]);
+    assert_eq!(code, 125);
+    assert!(err.contains("File exists"), "{err}");
+    assert_eq!(err.lines().count(), 1);
+}
+
+#[test]
+fn a_failed_write_fails_the_log_closed() {
+    // Once a record cannot be written the log must refuse every later
+    // record instead of carrying on without it.
+    let d = dir("full");
+    let (key, _) = keygen(&d);
+    let start = Start {
+        container_id: "c".into(),
+        ..Default::default()
+    };
+    // A log at its size limit refuses the record that would cross it, and
+    // every record after.
+    let path = d.join("small.log");
+    let mut log = AuditLog::create(
+        &path,
+        start,
+        Some(keys::load_signing(&key).unwrap()),
+        CheckpointPolicy::default(),
+        600,
+    )
+    .unwrap();
+    let exec = || {
+        Body::Exec(Exec {
+            pid: 1,
+            argv: vec!["x".repeat(100)],
+            result: "ok".into(),
+            ..Default::default()
+        })
+    };
+    let mut refused = None;
+    for i in 0..10 {
+        if let Err(e) = log.append(exec()) {
+            refused = Some((i, e.to_string()));
+            break;
+        }
+    }
+    let (i, msg) = refused.expect("the size limit must refuse a record");
+    assert!(msg.contains("size limit of 600 bytes"), "{msg}");
+    let e = log.append(exec()).unwrap_err().to_string();
+    assert!(e.contains("no further record can be written"), "{e}");
+    // What was written is whole and verifies up to the cut.
+    let data = fs::read(&path).unwrap();
+    let v = buildcell::audit::verify::verify(&data, None).unwrap();
+    assert_eq!(v.records, 1 + i as u64);
+    assert!(!v.complete);
+}
