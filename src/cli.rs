@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+use std::os::unix::fs::DirBuilderExt;
+
+use crate::audit::{self, log::AuditLog};
 use crate::error::Error;
 use crate::launch::{self, Timer};
 use crate::seccomp;
 use crate::spec::{self, StepRequest, UserMount};
+use crate::userns::IdMapPlan;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,6 +101,17 @@ pub struct StepArgs {
     /// Seccomp profile (Docker/OCI JSON) instead of the embedded default.
     #[arg(long, value_name = "FILE")]
     pub seccomp: Option<PathBuf>,
+    /// Write the audit log of every command the step executes here
+    /// (default: a new file in /var/log/buildcell as root,
+    /// $XDG_STATE_HOME/buildcell/audit otherwise). It must lie outside
+    /// anything the step can write.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Sign the log's checkpoints with this key (default:
+    /// /etc/buildcell/audit.key as root, $XDG_CONFIG_HOME/buildcell/audit.key
+    /// otherwise, when it exists; see `buildcell audit keygen`).
+    #[arg(long, value_name = "KEY")]
+    pub audit_key: Option<PathBuf>,
     /// Print each setup step and its time to stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,
@@ -284,8 +299,100 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
     timer.log(&format!("seccomp: {} filter(s) compiled", filters.len()));
     let plan = spec::plan(&spec, filters, args.verbose)?;
     timer.log("spec validated");
-    launch::run(&plan, timer)
+    // Chosen before clone: reading /etc/subuid and finding the helpers is
+    // parent work, and the child must not wait on it.
+    let idmap = IdMapPlan::choose();
+    let mut log = open_audit_log(&args, &req, &spec, &idmap)?;
+    timer.log(&format!("audit log {}", log.path().display()));
+    let result = launch::run(&plan, &idmap, timer, Some(&mut log));
+    let status = match &result {
+        Ok(code) => Some(*code),
+        Err(e) => Some(e.exit_code()),
+    };
+    let path = log.path().to_path_buf();
+    // The end record and its checkpoint; a failure here fails the step.
+    log.finish(status)
+        .map_err(|e| usage(format!("audit log {}: {e}", path.display())))?;
+    result
 }
+
+/// Create the step's audit log, outside anything the step can write.
+fn open_audit_log(
+    args: &StepArgs,
+    req: &StepRequest,
+    spec: &oci_spec::runtime::Spec,
+    idmap: &IdMapPlan,
+) -> Result<AuditLog, Error> {
+    let path = match &args.audit_log {
+        Some(p) => req.cwd.join(p),
+        None => {
+            let dir = audit::default_log_dir();
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| usage(format!("audit log directory {}: {e}", dir.display())))?;
+            dir.join(format!(
+                "step-{}-{}.log",
+                audit::record::now().replace(':', ""),
+                std::process::id()
+            ))
+        }
+    };
+    let parent = path
+        .parent()
+        .and_then(|p| p.canonicalize().ok())
+        .ok_or_else(|| {
+            usage(format!(
+                "--audit-log {}: its directory does not exist",
+                path.display()
+            ))
+        })?;
+    let writable = std::iter::once(req.cwd.as_path()).chain(
+        req.mounts
+            .iter()
+            .filter(|m| !m.readonly)
+            .map(|m| m.source.as_path()),
+    );
+    for w in writable {
+        if let Ok(w) = w.canonicalize() {
+            if parent.starts_with(&w) {
+                return Err(usage(format!(
+                    "--audit-log {}: lies inside {}, which the step can write; put the log elsewhere",
+                    path.display(),
+                    w.display()
+                )));
+            }
+        }
+    }
+    let key_path = args
+        .audit_key
+        .clone()
+        .unwrap_or_else(audit::default_key_path);
+    let key = if args.audit_key.is_some() || key_path.exists() {
+        Some(audit::keys::load_signing(&key_path).map_err(|e| usage(format!("audit key: {e}")))?)
+    } else {
+        None
+    };
+    let spec_json = serde_json::to_vec(spec).unwrap_or_default();
+    let start = audit::record::Start {
+        buildcell_version: env!("CARGO_PKG_VERSION").into(),
+        container_id: format!("step-{}", std::process::id()),
+        bundle: None,
+        config_sha256: audit::sha256_hex(&spec_json),
+        uid_map: idmap.describe(),
+        gid_map: idmap.describe(),
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    AuditLog::create(&path, start, key, Default::default(), DEFAULT_AUDIT_LIMIT)
+        .map_err(|e| usage(e.to_string()))
+}
+
+/// Size cap of a step's audit log (fails closed when reached).
+pub const DEFAULT_AUDIT_LIMIT: u64 = 1 << 30;
 
 /// Check the flags against the host and turn them into a [`StepRequest`].
 pub fn step_request(args: &StepArgs) -> Result<StepRequest, Error> {

@@ -27,6 +27,8 @@ use nix::sys::signalfd::SignalFd;
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 
+use crate::audit::log::AuditLog;
+use crate::audit::supervisor;
 use crate::error::Error;
 use crate::spec::{LaunchPlan, MountKind};
 use crate::sync::{self, ChildEnd, IdmapRequest, SetupOutcome};
@@ -68,11 +70,15 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Run the plan to completion; returns the step's exit status.
-pub fn run(plan: &LaunchPlan, timer: Timer) -> Result<i32, Error> {
-    // Chosen before clone: reading /etc/subuid and finding the helpers is
-    // parent work, and the child must not wait on it.
-    let idmap = IdMapPlan::choose();
+/// Run the plan to completion; returns the step's exit status. With
+/// `audit`, every exec in the sandbox is recorded there before it runs
+/// (the plan must have `audit_exec` set).
+pub fn run(
+    plan: &LaunchPlan,
+    idmap: &IdMapPlan,
+    timer: Timer,
+    audit: Option<&mut AuditLog>,
+) -> Result<i32, Error> {
     timer.log(&format!("id maps: {}", idmap.describe()));
 
     let (parent_end, child_end) = sync::channel()?;
@@ -115,13 +121,44 @@ pub fn run(plan: &LaunchPlan, timer: Timer) -> Result<i32, Error> {
         }
     }
 
-    match parent_end.wait_started()? {
-        SetupOutcome::Executed => {}
+    let listener = match parent_end.wait_started()? {
+        SetupOutcome::Executed => None,
+        SetupOutcome::Listening(l) => Some(l),
         failed => return child_failed(&mut guard, pid, failed),
-    }
+    };
     guard.0 = None;
     timer.log("step started");
-    let code = reaper::supervise(pid, &sfd, false);
+    let code = match (listener, audit) {
+        (None, _) => reaper::supervise(pid, &sfd, false),
+        (Some(listener), Some(log)) => {
+            let out = supervisor::run(listener, pid, &sfd, log);
+            if let Some(why) = out.audit_failure {
+                return Err(Error::Setup {
+                    step: "audit",
+                    message: format!("{why}; the step was stopped"),
+                });
+            }
+            out.exit_code
+        }
+        (Some(_), None) => {
+            // The plan asked for exec audit without a log: never run
+            // unaudited.
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(Error::Setup {
+                step: "audit",
+                message: "exec audit requested but no audit log given".into(),
+            });
+        }
+    };
+    // An exec failure the user process reported (not found, not executable).
+    if let Some((step, message, exit_code)) = parent_end.take_failure() {
+        return Err(Error::Child {
+            step,
+            message,
+            exit_code,
+        });
+    }
     timer.log(&format!("step ended with status {code}"));
     Ok(code)
 }
@@ -140,7 +177,7 @@ fn child_failed(guard: &mut ChildGuard, pid: Pid, outcome: SetupOutcome) -> Resu
             message,
             exit_code,
         }),
-        SetupOutcome::Executed => Err(Error::Setup {
+        SetupOutcome::Executed | SetupOutcome::Listening(_) => Err(Error::Setup {
             step: "setup",
             message: "the sandbox init exited before its setup finished".into(),
         }),
@@ -294,6 +331,16 @@ fn user_process(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> ! {
         }
         process::reset_signals();
         t.log("capabilities dropped, no_new_privs set, fds closed");
+        // Exec audit: from here every execve/execveat of this process and
+        // its descendants waits for the supervisor, which records it before
+        // the program's first instruction. Installed before the profile's
+        // filter, which could forbid seccomp() itself.
+        if plan.audit_exec {
+            let listener = sys::seccomp_install_listener(&seccomp::exec_notify_program())
+                .map_err(fail("exec audit filter"))?;
+            chan.listening(&listener)
+                .map_err(fail("exec audit filter"))?;
+        }
         // Last: after this only the syscalls the profile allows work.
         seccomp::apply(&plan.seccomp).map_err(fail("seccomp"))?;
         let f = process::exec(&p.args, &p.env);

@@ -343,6 +343,42 @@ pub fn rule_count(text: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The exec-audit filter: `execve` and `execveat` of x86_64 and i386 go to
+/// the supervisor (`SECCOMP_RET_USER_NOTIF`), x32 syscalls fail with ENOSYS,
+/// any other architecture is killed, everything else is allowed (the
+/// profile's own filter decides the rest).
+pub fn exec_notify_program() -> CompiledFilter {
+    const ARCH_X86_64: u32 = 0xc000_003e;
+    const ARCH_I386: u32 = 0x4000_0003;
+    const X32_BIT: u32 = 0x4000_0000;
+    const RET_KILL_PROCESS: u32 = 0x8000_0000;
+    const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    const LD_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RET: u16 = 0x06; // BPF_RET | BPF_K
+    let i = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    vec![
+        i(LD_ABS, 0, 0, 4),                            // 0: A = arch
+        i(JEQ, 0, 6, ARCH_X86_64),                     // 1: x86_64 ? 2 : 8
+        i(LD_ABS, 0, 0, 0),                            // 2: A = nr
+        i(JGE, 3, 0, X32_BIT),                         // 3: x32 ? 7 : 4
+        i(JEQ, 8, 0, 59),                              // 4: execve ? 13
+        i(JEQ, 7, 0, 322),                             // 5: execveat ? 13
+        i(RET, 0, 0, RET_ALLOW),                       // 6
+        i(RET, 0, 0, RET_ERRNO | libc::ENOSYS as u32), // 7
+        i(JEQ, 0, 5, ARCH_I386),                       // 8: i386 ? 9 : 14
+        i(LD_ABS, 0, 0, 0),                            // 9: A = nr
+        i(JEQ, 2, 0, 11),                              // 10: execve ? 13
+        i(JEQ, 1, 0, 358),                             // 11: execveat ? 13
+        i(RET, 0, 0, RET_ALLOW),                       // 12
+        i(RET, 0, 0, RET_USER_NOTIF),                  // 13
+        i(RET, 0, 0, RET_KILL_PROCESS),                // 14
+    ]
+}
+
 /// Install the filters in order. Must run after `no_new_privs` (or with
 /// CAP_SYS_ADMIN) and as the last step before exec.
 pub fn apply(filters: &[CompiledFilter]) -> Result<(), SeccompError> {

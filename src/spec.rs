@@ -231,6 +231,8 @@ pub struct LaunchPlan {
     pub hostname: Option<String>,
     pub process: ProcessPlan,
     pub seccomp: Vec<CompiledFilter>,
+    /// Record every exec through the seccomp-notify supervisor.
+    pub audit_exec: bool,
     pub verbose: bool,
 }
 
@@ -367,6 +369,7 @@ pub fn plan(
             capabilities,
         },
         seccomp,
+        audit_exec: true,
         verbose,
     })
 }

@@ -60,6 +60,9 @@ pub enum Message {
     IdmapRequest { mounts: Vec<usize> },
     /// Parent → child: every fd of the request is idmapped.
     IdmapDone,
+    /// Child → parent: the exec-audit listener (fd attached); the parent
+    /// must serve it from now on, the user process's exec waits on it.
+    Listening,
     /// Child → parent: a setup step failed. `exit_code` is what buildcell
     /// exits with (125 own error, 126 cannot execute, 127 not found).
     Failed {
@@ -75,6 +78,7 @@ impl Message {
             Message::MapsWritten { .. } => "MapsWritten",
             Message::IdmapRequest { .. } => "IdmapRequest",
             Message::IdmapDone => "IdmapDone",
+            Message::Listening => "Listening",
             Message::Failed { .. } => "Failed",
         }
     }
@@ -176,6 +180,9 @@ pub enum SetupOutcome {
     /// The channel closed: the user process was executed (its end is
     /// close-on-exec) or the child died; the exit status tells which.
     Executed,
+    /// The user process handed over its exec-audit listener and is about
+    /// to exec: serve the listener now.
+    Listening(OwnedFd),
     Failed {
         step: String,
         message: String,
@@ -239,10 +246,33 @@ impl ParentEnd {
                 message,
                 exit_code,
             }),
+            Some((Message::Listening, mut fds)) => match fds.pop() {
+                Some(fd) if fds.is_empty() => Ok(SetupOutcome::Listening(fd)),
+                _ => Err(SyncError::FdCount {
+                    expected: 1,
+                    got: fds.len() + 1,
+                }),
+            },
             Some((other, _)) => Err(SyncError::Unexpected {
-                expected: "Failed or end of channel",
+                expected: "Failed, Listening or end of channel",
                 received: other.name().into(),
             }),
+        }
+    }
+
+    /// After the step: the exec failure the user process reported, if any
+    /// (non-blocking; the channel is closed by then).
+    pub fn take_failure(&self) -> Option<(String, String, i32)> {
+        match self.0.recv() {
+            Ok(Some((
+                Message::Failed {
+                    step,
+                    message,
+                    exit_code,
+                },
+                _,
+            ))) => Some((step, message, exit_code)),
+            _ => None,
         }
     }
 }
@@ -275,6 +305,11 @@ impl ChildEnd {
                 received: other.name().into(),
             }),
         }
+    }
+
+    /// Hand the exec-audit listener to the parent.
+    pub fn listening(&self, listener: &OwnedFd) -> Result<(), SyncError> {
+        self.0.send(&Message::Listening, &[listener.as_raw_fd()])
     }
 
     pub fn failed(&self, step: &str, message: &str, exit_code: i32) {

@@ -236,3 +236,116 @@ pub fn default_signal(sig: nix::sys::signal::Signal) -> nix::Result<()> {
     // async-signal-safety requirement arises.
     unsafe { signal(sig, SigHandler::SigDfl) }.map(|_| ())
 }
+
+// ---- seccomp user notification ----
+
+/// `struct seccomp_data`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SeccompData {
+    pub nr: i32,
+    pub arch: u32,
+    pub instruction_pointer: u64,
+    pub args: [u64; 6],
+}
+
+/// `struct seccomp_notif`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SeccompNotif {
+    pub id: u64,
+    pub pid: u32,
+    pub flags: u32,
+    pub data: SeccompData,
+}
+
+/// `struct seccomp_notif_resp`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct SeccompNotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+const SECCOMP_SET_MODE_FILTER: libc::c_uint = 1;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_uint = 1 << 3;
+const SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: libc::c_uint = 1 << 5;
+const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+const SECCOMP_IOCTL_NOTIF_ID_VALID: libc::c_ulong = 0x4008_2102;
+
+/// Install `prog` with a new notification listener; returns the listener.
+/// `WAIT_KILLABLE_RECV` keeps a signal during the wait from restarting the
+/// syscall and notifying twice.
+pub fn seccomp_install_listener(prog: &[seccompiler::sock_filter]) -> Result<OwnedFd> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as libc::c_ushort,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points at `prog`, a live slice of `sock_filter`, whose
+    // layout is the kernel's `struct sock_filter` (repr(C) in seccompiler);
+    // the kernel copies the program during the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if fd < 0 {
+        return Err(SysError::new(
+            "seccomp(SET_MODE_FILTER, NEW_LISTENER|WAIT_KILLABLE_RECV)".into(),
+        ));
+    }
+    // SAFETY: the kernel returned a new listener fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Receive one notification (blocks until one is pending).
+pub fn notif_recv(listener: BorrowedFd<'_>) -> Result<SeccompNotif> {
+    let mut n = SeccompNotif::default();
+    // SAFETY: `n` is a zeroed, properly laid out `struct seccomp_notif` the
+    // kernel fills in; it lives across the call.
+    let ret = unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_RECV, &mut n) };
+    if ret < 0 {
+        return Err(SysError::new("ioctl(SECCOMP_IOCTL_NOTIF_RECV)".into()));
+    }
+    Ok(n)
+}
+
+/// Answer a notification: let the syscall run (`error` = None) or fail it
+/// with `error`.
+pub fn notif_send(listener: BorrowedFd<'_>, id: u64, error: Option<i32>) -> Result<()> {
+    let resp = match error {
+        None => SeccompNotifResp {
+            id,
+            flags: SECCOMP_USER_NOTIF_FLAG_CONTINUE,
+            ..Default::default()
+        },
+        Some(e) => SeccompNotifResp {
+            id,
+            error: -e,
+            ..Default::default()
+        },
+    };
+    // SAFETY: `resp` is a properly laid out `struct seccomp_notif_resp` that
+    // lives across the call; the kernel only reads it.
+    let ret = unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+    if ret < 0 {
+        return Err(SysError::new(format!(
+            "ioctl(SECCOMP_IOCTL_NOTIF_SEND, id {id})"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether notification `id` is still pending (its task did not die or
+/// get interrupted); checked after every read of the task's memory.
+pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
+    // SAFETY: the kernel reads one u64 from `&id`, which lives across the call.
+    unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
+}

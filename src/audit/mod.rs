@@ -15,7 +15,40 @@
 pub mod keys;
 pub mod log;
 pub mod record;
+pub mod supervisor;
 pub mod verify;
+
+use std::path::PathBuf;
+
+/// Where logs go by default: `/var/log/buildcell` as host root,
+/// `$XDG_STATE_HOME/buildcell/audit` (or `~/.local/state/...`) otherwise.
+/// Both lie outside anything a step can reach (home directories are hidden
+/// in the sandbox; /var/log/buildcell is 0700 root).
+pub fn default_log_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() && crate::userns::in_initial_userns() {
+        return PathBuf::from("/var/log/buildcell");
+    }
+    xdg("XDG_STATE_HOME", ".local/state").join("buildcell/audit")
+}
+
+/// The signing key used when it exists: `/etc/buildcell/audit.key` as host
+/// root, `$XDG_CONFIG_HOME/buildcell/audit.key` (or `~/.config/...`).
+pub fn default_key_path() -> PathBuf {
+    if nix::unistd::geteuid().is_root() && crate::userns::in_initial_userns() {
+        return PathBuf::from("/etc/buildcell/audit.key");
+    }
+    xdg("XDG_CONFIG_HOME", ".config").join("buildcell/audit.key")
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(p) if p.is_absolute() => p,
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/nonexistent"))
+            .join(fallback),
+    }
+}
 
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {

@@ -1,0 +1,388 @@
+//! The exec-audit supervisor: serves the seccomp listener of a sandbox and
+//! writes one record per exec attempt, failing closed.
+//!
+//! For every `execve`/`execveat` notification the supervisor seizes the
+//! calling thread with ptrace (`PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL`)
+//! and lets the syscall continue. What the record says is taken at the
+//! `PTRACE_EVENT_EXEC` stop, from what the kernel actually loaded
+//! (`/proc/PID/exe`, `cmdline`, `cwd`), before the new program's first
+//! instruction: a thread rewriting argv after the notification cannot make
+//! the record lie. Only then is the task released; if the record cannot be
+//! written, the task is killed before it runs and the sandbox is stopped.
+//! An attempt that fails (no exec stop follows: the thread's next attempt
+//! or its exit comes first) is recorded from the arguments read at the
+//! notification, marked `"result": "failed"`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::ptrace;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::log::AuditLog;
+use super::record::{Body, Exec};
+use crate::reaper;
+use crate::sys;
+
+/// argv kept in a record; a longer one is cut and hashed whole.
+const ARGV_LIMIT: usize = 64 * 1024;
+/// Environment values recorded (names are always recorded).
+const ENV_VALUES: [&str; 2] = ["PATH", "TERM"];
+
+/// How the supervised step ended.
+pub struct Outcome {
+    pub exit_code: i32,
+    /// Why the audit failed, when it did: the step was stopped.
+    pub audit_failure: Option<String>,
+}
+
+/// An exec attempt between its notification and its outcome.
+struct Attempt {
+    path: Option<String>,
+    argv: Vec<String>,
+}
+
+/// Serve `listener` until the sandbox's init exits; forward signals to it.
+pub fn run(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> Outcome {
+    let mut s = Supervisor {
+        listener: Some(listener),
+        log,
+        init,
+        pending: HashMap::new(),
+        traced: HashSet::new(),
+        failure: None,
+    };
+    let mut exit_code = None;
+    while exit_code.is_none() {
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(l) = &s.listener {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => break,
+        }
+        let sig_ready = fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        let notif_ready = fds.get(1).and_then(|f| f.revents());
+        drop(fds);
+        if let Some(r) = notif_ready {
+            if r.contains(PollFlags::POLLIN) {
+                s.on_notification();
+            } else if r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+                // No task uses the filter any more.
+                s.listener = None;
+            }
+        }
+        if sig_ready {
+            if let Ok(Some(info)) = sfd.read_signal() {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                    if sig != Signal::SIGCHLD
+                        && reaper::should_forward(info.ssi_code, info.ssi_pid, false)
+                    {
+                        let _ = kill(init, sig);
+                    }
+                }
+            }
+        }
+        exit_code = s.reap();
+    }
+    Outcome {
+        exit_code: exit_code.unwrap_or(125),
+        audit_failure: s.failure,
+    }
+}
+
+struct Supervisor<'a> {
+    listener: Option<OwnedFd>,
+    log: &'a mut AuditLog,
+    init: Pid,
+    pending: HashMap<i32, Attempt>,
+    traced: HashSet<i32>,
+    failure: Option<String>,
+}
+
+impl Supervisor<'_> {
+    fn on_notification(&mut self) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        self.handle_notification(&listener);
+        self.listener = Some(listener);
+    }
+
+    fn handle_notification(&mut self, listener: &OwnedFd) {
+        let n = match sys::notif_recv(listener.as_fd()) {
+            Ok(n) => n,
+            // The task died or was interrupted before we read it.
+            Err(_) => return,
+        };
+        let tid = n.pid as i32;
+        let answer = |error| sys::notif_send(listener.as_fd(), n.id, error);
+        if self.failure.is_some() {
+            let _ = answer(Some(libc::EPERM));
+            return;
+        }
+        // A new attempt of a thread with one pending: the earlier one failed.
+        if let Some(prev) = self.pending.remove(&tid) {
+            self.record_failed(tid, prev);
+        }
+        let attempt = read_attempt(tid, &n.data);
+        if !sys::notif_id_valid(listener.as_fd(), n.id) {
+            return;
+        }
+        let pid = Pid::from_raw(tid);
+        let opts = ptrace::Options::PTRACE_O_TRACEEXEC | ptrace::Options::PTRACE_O_EXITKILL;
+        match ptrace::seize(pid, opts) {
+            Ok(()) => {
+                self.traced.insert(tid);
+            }
+            Err(Errno::EPERM) if self.traced.contains(&tid) => {}
+            Err(Errno::ESRCH) => return,
+            Err(e) => {
+                // Already traced by someone else, or not traceable: the
+                // record could not be made authoritative, so no exec.
+                self.fail(format!("cannot trace pid {tid} for its exec record: {e}"));
+                let _ = answer(Some(libc::EPERM));
+                return;
+            }
+        }
+        self.pending.insert(tid, attempt);
+        if answer(None).is_err() {
+            // The task went away; its exit is reaped below.
+        }
+    }
+
+    /// Reap and handle every wait event; `Some(code)` once init exited.
+    fn reap(&mut self) -> Option<i32> {
+        let mut init_code = None;
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(s) => s,
+            };
+            match status {
+                WaitStatus::PtraceEvent(pid, _, ev) if ev == libc::PTRACE_EVENT_EXEC => {
+                    self.on_exec(pid)
+                }
+                WaitStatus::PtraceEvent(pid, _, _) => {
+                    let _ = ptrace::cont(pid, None);
+                }
+                WaitStatus::Stopped(pid, sig) => {
+                    // A signal for a traced task: deliver it.
+                    let _ = ptrace::cont(pid, sig);
+                }
+                WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) => {
+                    let raw = pid.as_raw();
+                    self.traced.remove(&raw);
+                    if let Some(prev) = self.pending.remove(&raw) {
+                        self.record_failed(raw, prev);
+                    }
+                    if pid == self.init {
+                        init_code = reaper::exit_code(status);
+                    }
+                }
+                _ => {}
+            }
+        }
+        init_code
+    }
+
+    /// The exec stop: record what the kernel loaded, then release the task
+    /// (or kill it when the record cannot be written).
+    fn on_exec(&mut self, pid: Pid) {
+        let former = ptrace::getevent(pid)
+            .map(|t| t as i32)
+            .unwrap_or(pid.as_raw());
+        let attempt = self
+            .pending
+            .remove(&former)
+            .or_else(|| self.pending.remove(&pid.as_raw()));
+        self.traced.remove(&former);
+        self.traced.remove(&pid.as_raw());
+        let mut rec = read_loaded(pid.as_raw());
+        rec.path = attempt.and_then(|a| a.path);
+        rec.result = "ok".into();
+        if self.failure.is_none() {
+            match self.log.append(Body::Exec(rec)) {
+                Ok(_) => {
+                    let _ = ptrace::detach(pid, None);
+                    return;
+                }
+                Err(e) => self.fail(e.to_string()),
+            }
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = ptrace::detach(pid, None);
+    }
+
+    fn record_failed(&mut self, tid: i32, a: Attempt) {
+        if self.failure.is_some() {
+            return;
+        }
+        let mut rec = Exec {
+            pid: tid,
+            path: a.path,
+            result: "failed".into(),
+            ..Default::default()
+        };
+        set_argv(&mut rec, a.argv);
+        if let Err(e) = self.log.append(Body::Exec(rec)) {
+            self.fail(e.to_string());
+        }
+    }
+
+    /// The audit failed: refuse every later exec and stop the sandbox.
+    fn fail(&mut self, why: String) {
+        if self.failure.is_none() {
+            self.failure = Some(why);
+            let _ = kill(self.init, Signal::SIGKILL);
+        }
+    }
+}
+
+fn set_argv(rec: &mut Exec, argv: Vec<String>) {
+    let total: usize = argv.iter().map(|a| a.len() + 1).sum();
+    if total <= ARGV_LIMIT {
+        rec.argv = argv;
+        return;
+    }
+    rec.argv_truncated_sha256 = Some(super::sha256_hex(argv.join("\0").as_bytes()));
+    let mut used = 0;
+    for a in argv {
+        if used + a.len() + 1 > ARGV_LIMIT {
+            rec.argv.push("<truncated>".into());
+            break;
+        }
+        used += a.len() + 1;
+        rec.argv.push(a);
+    }
+}
+
+/// The record of a loaded program, from /proc at the exec stop.
+fn read_loaded(pid: i32) -> Exec {
+    let proc = |f: &str| format!("/proc/{pid}/{f}");
+    let link = |f: &str| fs::read_link(proc(f)).ok().map(|p| p.display().to_string());
+    let mut rec = Exec {
+        pid,
+        cwd: link("cwd"),
+        resolved: link("exe"),
+        ..Default::default()
+    };
+    if let Ok(status) = fs::read_to_string(proc("status")) {
+        for line in status.lines() {
+            let mut f = line.split_whitespace();
+            match f.next() {
+                Some("PPid:") => rec.ppid = f.next().and_then(|v| v.parse().ok()),
+                Some("Uid:") => rec.host_uid = f.next().and_then(|v| v.parse().ok()),
+                Some("Gid:") => rec.host_gid = f.next().and_then(|v| v.parse().ok()),
+                Some("NSpid:") => rec.pid_inside = f.last().and_then(|v| v.parse().ok()),
+                _ => {}
+            }
+        }
+    }
+    rec.uid = rec.host_uid.and_then(|u| inside_id(&proc("uid_map"), u));
+    rec.gid = rec.host_gid.and_then(|g| inside_id(&proc("gid_map"), g));
+    if let Ok(cmdline) = fs::read(proc("cmdline")) {
+        let argv = split_nul(&cmdline);
+        set_argv(&mut rec, argv);
+    }
+    if let Ok(env) = fs::read(proc("environ")) {
+        for kv in split_nul(&env) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+            if ENV_VALUES.contains(&k) {
+                rec.env.insert(k.to_string(), v.to_string());
+            }
+            rec.env_names.push(k.to_string());
+        }
+    }
+    rec
+}
+
+/// Map a host id to the id inside, through `/proc/PID/{uid,gid}_map`.
+fn inside_id(map_file: &str, host: u32) -> Option<u32> {
+    let text = fs::read_to_string(map_file).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let (inside, outside, count) = (*f.first()?, *f.get(1)?, *f.get(2)?);
+        let h = u64::from(host);
+        (h >= outside && h < outside + count).then(|| (inside + h - outside) as u32)
+    })
+}
+
+fn split_nul(data: &[u8]) -> Vec<String> {
+    let data = data.strip_suffix(&[0]).unwrap_or(data);
+    if data.is_empty() {
+        return Vec::new();
+    }
+    data.split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Path and argv of an exec attempt, read from the task's memory at the
+/// notification (used only for attempts that fail, i.e. never run).
+fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
+    let Ok(mem) = fs::File::open(format!("/proc/{tid}/mem")) else {
+        return Attempt {
+            path: None,
+            argv: Vec::new(),
+        };
+    };
+    // execve(path, argv, envp) / execveat(dirfd, path, argv, envp, flags)
+    let (path_ptr, argv_ptr) = if data.nr == 322 || data.nr == 358 {
+        (data.args[1], data.args[2])
+    } else {
+        (data.args[0], data.args[1])
+    };
+    let path = read_cstr(&mem, path_ptr, 4096);
+    let mut argv = Vec::new();
+    let mut used = 0;
+    for i in 0..4096u64 {
+        let mut ptr = [0u8; 8];
+        if argv_ptr == 0 || mem.read_exact_at(&mut ptr, argv_ptr + i * 8).is_err() {
+            break;
+        }
+        let p = u64::from_ne_bytes(ptr);
+        if p == 0 || used > ARGV_LIMIT {
+            break;
+        }
+        let Some(s) = read_cstr(&mem, p, ARGV_LIMIT) else {
+            break;
+        };
+        used += s.len() + 1;
+        argv.push(s);
+    }
+    Attempt { path, argv }
+}
+
+fn read_cstr(mem: &fs::File, addr: u64, max: usize) -> Option<String> {
+    if addr == 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 256];
+    while out.len() < max {
+        let n = mem.read_at(&mut buf, addr + out.len() as u64).ok()?;
+        if n == 0 {
+            break;
+        }
+        if let Some(end) = buf[..n].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            return Some(String::from_utf8_lossy(&out).into_owned());
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
