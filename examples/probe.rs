@@ -3,6 +3,7 @@
 //! when the probed operation failed.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 
@@ -61,6 +62,38 @@ fn main() {
                 .map_err(std::io::Error::from),
         ),
         "write" => report("write", std::fs::write(arg(1), b"x")),
+        "thread-exec" => {
+            // execve from a second thread: the audit must record it.
+            let prog = arg(1);
+            let rest: Vec<String> = args.iter().skip(1).cloned().collect();
+            let t = std::thread::spawn(move || {
+                let c = |s: &str| std::ffi::CString::new(s).unwrap();
+                let argv: Vec<_> = rest.iter().map(|a| c(a)).collect();
+                let env: [std::ffi::CString; 0] = [];
+                nix::unistd::execve(&c(&prog), &argv, &env)
+            });
+            let r = t.join();
+            println!("thread-exec returned: {r:?}");
+            1
+        }
+        "memfd-exec" => {
+            // fexecve (execveat AT_EMPTY_PATH) of a copy in a memfd.
+            use std::os::fd::AsFd;
+            let data = std::fs::read(arg(1)).unwrap_or_default();
+            let fd = nix::sys::memfd::memfd_create(
+                c"probe-memfd",
+                nix::sys::memfd::MemFdCreateFlag::empty(),
+            )
+            .expect("memfd_create");
+            let mut f = std::fs::File::from(fd);
+            f.write_all(&data).unwrap();
+            let c = |s: &str| std::ffi::CString::new(s).unwrap();
+            let argv: Vec<_> = args.iter().skip(1).map(|a| c(a)).collect();
+            let env: [std::ffi::CString; 0] = [];
+            let e = nix::unistd::fexecve(f.as_fd().as_raw_fd(), &argv, &env);
+            println!("fexecve returned: {e:?}");
+            1
+        }
         other => {
             eprintln!("probe: unknown command {other:?}");
             2
