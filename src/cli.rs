@@ -374,12 +374,14 @@ fn open_audit_log(
     } else {
         None
     };
-    let spec_json = serde_json::to_vec(spec).unwrap_or_default();
+    // Hash the spec as it serializes, without a buffer of the whole JSON.
+    let mut hasher = audit::HashWriter::default();
+    let _ = serde_json::to_writer(&mut hasher, spec);
     let start = audit::record::Start {
         buildcell_version: env!("CARGO_PKG_VERSION").into(),
         container_id: format!("step-{}", std::process::id()),
         bundle: None,
-        config_sha256: audit::sha256_hex(&spec_json),
+        config_sha256: hasher.finish_hex(),
         uid_map: idmap.describe(),
         gid_map: idmap.describe(),
         host: nix::unistd::gethostname()

@@ -72,6 +72,26 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&sha2::Sha256::digest(data))
 }
 
+/// An `io::Write` that SHA-256-hashes what is written to it.
+#[derive(Default)]
+pub struct HashWriter(sha2::Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl HashWriter {
+    pub fn finish_hex(self) -> String {
+        hex(&sha2::Digest::finalize(self.0))
+    }
+}
+
 /// The bytes a checkpoint signs.
 pub fn checkpoint_message(container: &str, seq: u64, prev: &str) -> Vec<u8> {
     format!("buildcell-audit-v1\n{container}\n{seq}\n{prev}").into_bytes()

@@ -58,6 +58,7 @@ pub fn run(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> 
         pending: HashMap::new(),
         traced: HashSet::new(),
         failure: None,
+        maps: None,
     };
     let mut exit_code = None;
     while exit_code.is_none() {
@@ -108,6 +109,8 @@ struct Supervisor<'a> {
     pending: HashMap<i32, Attempt>,
     traced: HashSet<i32>,
     failure: Option<String>,
+    /// The sandbox's uid and gid maps, read once (one user namespace).
+    maps: Option<(String, String)>,
 }
 
 impl Supervisor<'_> {
@@ -208,7 +211,11 @@ impl Supervisor<'_> {
             .or_else(|| self.pending.remove(&pid.as_raw()));
         self.traced.remove(&former);
         self.traced.remove(&pid.as_raw());
-        let mut rec = read_loaded(pid.as_raw());
+        let maps = self.maps.get_or_insert_with(|| {
+            let read = |f: &str| fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+            (read("uid_map"), read("gid_map"))
+        });
+        let mut rec = read_loaded(pid.as_raw(), maps);
         rec.path = attempt.and_then(|a| a.path);
         rec.result = "ok".into();
         if self.failure.is_none() {
@@ -268,7 +275,7 @@ fn set_argv(rec: &mut Exec, argv: Vec<String>) {
 }
 
 /// The record of a loaded program, from /proc at the exec stop.
-fn read_loaded(pid: i32) -> Exec {
+fn read_loaded(pid: i32, maps: &(String, String)) -> Exec {
     let proc = |f: &str| format!("/proc/{pid}/{f}");
     let link = |f: &str| fs::read_link(proc(f)).ok().map(|p| p.display().to_string());
     let mut rec = Exec {
@@ -289,8 +296,8 @@ fn read_loaded(pid: i32) -> Exec {
             }
         }
     }
-    rec.uid = rec.host_uid.and_then(|u| inside_id(&proc("uid_map"), u));
-    rec.gid = rec.host_gid.and_then(|g| inside_id(&proc("gid_map"), g));
+    rec.uid = rec.host_uid.and_then(|u| inside_id(&maps.0, u));
+    rec.gid = rec.host_gid.and_then(|g| inside_id(&maps.1, g));
     if let Ok(cmdline) = fs::read(proc("cmdline")) {
         let argv = split_nul(&cmdline);
         set_argv(&mut rec, argv);
@@ -307,10 +314,9 @@ fn read_loaded(pid: i32) -> Exec {
     rec
 }
 
-/// Map a host id to the id inside, through `/proc/PID/{uid,gid}_map`.
-fn inside_id(map_file: &str, host: u32) -> Option<u32> {
-    let text = fs::read_to_string(map_file).ok()?;
-    text.lines().find_map(|l| {
+/// Map a host id to the id inside, through a `/proc/PID/{uid,gid}_map`.
+fn inside_id(map: &str, host: u32) -> Option<u32> {
+    map.lines().find_map(|l| {
         let f: Vec<u64> = l
             .split_whitespace()
             .filter_map(|v| v.parse().ok())
@@ -349,12 +355,17 @@ fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
     let path = read_cstr(&mem, path_ptr, 4096);
     let mut argv = Vec::new();
     let mut used = 0;
-    for i in 0..4096u64 {
-        let mut ptr = [0u8; 8];
-        if argv_ptr == 0 || mem.read_exact_at(&mut ptr, argv_ptr + i * 8).is_err() {
-            break;
-        }
-        let p = u64::from_ne_bytes(ptr);
+    // The pointer array in one read (up to 512 pointers), then each string.
+    let mut ptrs = [0u8; 4096];
+    let n = if argv_ptr == 0 {
+        0
+    } else {
+        mem.read_at(&mut ptrs, argv_ptr).unwrap_or(0)
+    };
+    for chunk in ptrs[..n - n % 8].chunks_exact(8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let p = u64::from_ne_bytes(b);
         if p == 0 || used > ARGV_LIMIT {
             break;
         }
