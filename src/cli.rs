@@ -101,6 +101,11 @@ pub struct StepArgs {
     /// Seccomp profile (Docker/OCI JSON) instead of the embedded default.
     #[arg(long, value_name = "FILE")]
     pub seccomp: Option<PathBuf>,
+    /// Give the step a build secret: FILE's content appears read-only at
+    /// /run/secrets/NAME (a tmpfs) and its value is replaced by
+    /// <redacted:NAME> wherever it would appear in the audit log.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub secret: Vec<String>,
     /// Write the audit log of every command the step executes here
     /// (default: a new file in /var/log/buildcell as root,
     /// $XDG_STATE_HOME/buildcell/audit otherwise). It must lie outside
@@ -297,12 +302,32 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
         None => spec::step_seccomp(),
     };
     timer.log(&format!("seccomp: {} filter(s) compiled", filters.len()));
-    let plan = spec::plan(&spec, filters, args.verbose)?;
+    let mut plan = spec::plan(&spec, filters, args.verbose)?;
+    let mut redact = audit::redact::Redactor::default();
+    for s in &args.secret {
+        let secret = parse_secret(s, &req.cwd)?;
+        if plan.secrets.iter().any(|x| x.name == secret.name) {
+            return Err(usage(format!(
+                "--secret {s:?}: the name {} is given twice",
+                secret.name
+            )));
+        }
+        redact.add(&secret.name, &String::from_utf8_lossy(&secret.value));
+        plan.secrets.push(secret);
+    }
+    for e in &req.env {
+        if let Some((name, value)) = e.split_once('=') {
+            if audit::redact::is_secret_name(name) {
+                redact.add(name, value);
+            }
+        }
+    }
     timer.log("spec validated");
     // Chosen before clone: reading /etc/subuid and finding the helpers is
     // parent work, and the child must not wait on it.
     let idmap = IdMapPlan::choose();
     let mut log = open_audit_log(&args, &req, &spec, &idmap)?;
+    log.set_redactor(redact);
     timer.log(&format!("audit log {}", log.path().display()));
     let result = launch::run(&plan, &idmap, timer, Some(&mut log));
     let status = match &result {
@@ -314,6 +339,35 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
     log.finish(status)
         .map_err(|e| usage(format!("audit log {}: {e}", path.display())))?;
     result
+}
+
+/// `NAME=FILE` of `--secret`.
+fn parse_secret(text: &str, cwd: &Path) -> Result<spec::Secret, Error> {
+    let bad = |why: String| usage(format!("--secret {text:?}: {why}"));
+    let (name, file) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME=FILE".into()))?;
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        || name.starts_with('.')
+    {
+        return Err(bad(
+            "NAME must be 1-64 of A-Z a-z 0-9 _ . - and not start with a dot".into(),
+        ));
+    }
+    let path = cwd.join(file);
+    let value =
+        std::fs::read(&path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    if value.len() > 512 * 1024 {
+        return Err(bad("larger than 512 KiB".into()));
+    }
+    Ok(spec::Secret {
+        name: name.into(),
+        value,
+    })
 }
 
 /// Create the step's audit log, outside anything the step can write.

@@ -283,6 +283,7 @@ fn init_steps(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> Result<(), Failur
     t.log("pivoted into the new root");
     mounts::mount_all(plan, &sources, |m| t.log(m)).map_err(fail("mounts"))?;
     mounts::populate_dev(&sources).map_err(fail("/dev"))?;
+    mounts::mount_secrets(&plan.secrets).map_err(fail("secrets"))?;
     drop(sources);
     t.log("/dev populated");
 

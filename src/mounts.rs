@@ -312,3 +312,56 @@ pub fn populate_dev(sources: &Sources) -> Result<(), MountError> {
     }
     Ok(())
 }
+
+/// Where build secrets appear inside.
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+/// Write the secrets into a fresh tmpfs at /run/secrets (each file 0400),
+/// then make that tmpfs read-only. Never on a disk, never in the working
+/// directory.
+pub fn mount_secrets(secrets: &[crate::spec::Secret]) -> Result<(), MountError> {
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let dir = Path::new(SECRETS_DIR);
+    ensure_mountpoint(dir, true)?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let fail = |errno| MountError::Mount {
+        fstype: "tmpfs".into(),
+        path: dir.into(),
+        errno,
+    };
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        flags,
+        Some("mode=0755,size=1m"),
+    )
+    .map_err(fail)?;
+    for s in secrets {
+        let path = dir.join(&s.name);
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o400)
+                .open(&path)?;
+            f.write_all(&s.value)
+        };
+        write().map_err(|source| MountError::Destination {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(fail)
+}

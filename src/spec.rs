@@ -44,6 +44,20 @@ pub struct StepRequest {
     pub terminal: bool,
 }
 
+/// `--secret NAME=FILE`: the file's content, available read-only at
+/// `/run/secrets/NAME` inside, and kept out of the audit log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({}, {} bytes)", self.name, self.value.len())
+    }
+}
+
 /// `--mount SRC:DST[:ro|rw]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserMount {
@@ -233,6 +247,8 @@ pub struct LaunchPlan {
     pub seccomp: Vec<CompiledFilter>,
     /// Record every exec through the seccomp-notify supervisor.
     pub audit_exec: bool,
+    /// Build secrets, written to a read-only tmpfs at /run/secrets.
+    pub secrets: Vec<Secret>,
     pub verbose: bool,
 }
 
@@ -370,6 +386,7 @@ pub fn plan(
         },
         seccomp,
         audit_exec: true,
+        secrets: Vec::new(),
         verbose,
     })
 }

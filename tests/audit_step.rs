@@ -327,3 +327,52 @@ fn full_log_filesystem_stops_the_step() {
         "counted {counted} > recorded {recorded}"
     );
 }
+
+#[test]
+fn build_secrets_never_reach_the_log() {
+    each_mode(|m| {
+        let d = workdir(m, "audit-secret");
+        let secrets = harness().dir.join(format!("secrets-{m:?}"));
+        fs::create_dir_all(&secrets).unwrap();
+        let file = secrets.join("tok");
+        fs::write(&file, "hunter2-file-secret\n").unwrap();
+        chown_to(m, &secrets);
+        chown_to(m, &file);
+        let log = log_path(m, "secret");
+        let secret_arg = format!("tok={}", file.display());
+        let r = run(
+            m,
+            &d,
+            &["step", "--audit-log", log.to_str().unwrap(), "--secret", &secret_arg,
+              "--env", "API_TOKEN=env-secret-4242", "--",
+              "sh", "-c", "/bin/echo \"$(cat /run/secrets/tok)\"; /bin/echo \"$API_TOKEN\"; \
+                           stat -c %a /run/secrets/tok; echo x > /run/secrets/tok 2>/dev/null || echo read-only; \
+                           grep ' /run/secrets ' /proc/self/mountinfo | cut -d' ' -f9"],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(
+            r.stdout, "hunter2-file-secret\nenv-secret-4242\n400\nread-only\ntmpfs\n",
+            "{r:?}"
+        );
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(!text.contains("hunter2-file-secret"), "{text}");
+        assert!(!text.contains("env-secret-4242"), "{text}");
+        let x = execs(&log);
+        assert_eq!(ran(&x, &["/bin/echo", "<redacted:tok>"]), 1, "{x:?}");
+        assert_eq!(ran(&x, &["/bin/echo", "<redacted:API_TOKEN>"]), 1, "{x:?}");
+        // The secret is not in the working directory either.
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 0);
+        // A bad --secret is one line naming it.
+        let r = run(
+            m,
+            &d,
+            &["step", "--secret", "../x=/etc/hostname", "--", "true"],
+        );
+        assert_eq!(r.code, 125, "{r:?}");
+        assert!(
+            r.stderr
+                .contains("--secret \"../x=/etc/hostname\": NAME must be"),
+            "{r:?}"
+        );
+    });
+}

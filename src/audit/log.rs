@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signer, SigningKey};
 
 use super::record::{Body, Checkpoint, End, Record, Start, GENESIS};
+use super::redact::Redactor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -62,6 +63,7 @@ pub struct AuditLog {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     failed: Option<String>,
+    redact: Redactor,
 }
 
 impl AuditLog {
@@ -105,9 +107,15 @@ impl AuditLog {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             failed: None,
+            redact: Redactor::default(),
         };
         log.append(Body::Start(start))?;
         Ok(log)
+    }
+
+    /// Secrets to keep out of every exec record from now on.
+    pub fn set_redactor(&mut self, redact: Redactor) {
+        self.redact = redact;
     }
 
     pub fn path(&self) -> &Path {
@@ -116,8 +124,9 @@ impl AuditLog {
 
     /// Append one record; writes a signed checkpoint after it when the
     /// policy says so. Returns the record's seq.
-    pub fn append(&mut self, body: Body) -> Result<u64, LogError> {
-        if matches!(body, Body::Exec(_)) {
+    pub fn append(&mut self, mut body: Body) -> Result<u64, LogError> {
+        if let Body::Exec(e) = &mut body {
+            self.redact.exec(e);
             self.execs += 1;
         }
         let seq = self.write(body)?;

@@ -15,6 +15,7 @@
 pub mod keys;
 pub mod log;
 pub mod record;
+pub mod redact;
 pub mod supervisor;
 pub mod verify;
 
