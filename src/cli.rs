@@ -55,6 +55,10 @@ pub enum AuditCommand {
         /// Public key file to check the signed checkpoints with.
         #[arg(long, value_name = "PUB")]
         key: Option<PathBuf>,
+        /// The index beside the logs: also check that no log it lists was
+        /// deleted, truncated or replaced.
+        #[arg(long, value_name = "INDEX")]
+        index: Option<PathBuf>,
     },
     /// Print a log's exec records as a table (time, pid, cwd, command).
     Show {
@@ -189,7 +193,7 @@ pub fn audit(cmd: AuditCommand) -> Result<i32, Error> {
             );
             Ok(0)
         }
-        AuditCommand::Verify { logs, key } => {
+        AuditCommand::Verify { logs, key, index } => {
             let key = match &key {
                 Some(p) => Some(keys::load_public(p).map_err(|e| usage(format!("--key: {e}")))?),
                 None => None,
@@ -214,6 +218,18 @@ pub fn audit(cmd: AuditCommand) -> Result<i32, Error> {
                     }
                     Err(f) => {
                         println!("FAIL: {}: {f}", log.display());
+                        code = 1;
+                    }
+                }
+            }
+            if let Some(index) = &index {
+                match crate::audit::index::verify(index) {
+                    Ok(n) => println!(
+                        "OK: {}: index intact, {n} logs present and matching",
+                        index.display()
+                    ),
+                    Err(e) => {
+                        println!("FAIL: {e}");
                         code = 1;
                     }
                 }

@@ -268,3 +268,69 @@ fn a_failed_write_fails_the_log_closed() {
     assert_eq!(v.records, 1 + i as u64);
     assert!(!v.complete);
 }
+
+#[test]
+fn index_detects_a_deleted_or_truncated_log() {
+    let d = dir("index");
+    let (key, public) = keygen(&d);
+    let logs = d.join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    for name in ["a", "b", "c"] {
+        write_log(&logs.join(format!("{name}.log")), &key, 3);
+    }
+    let index = logs.join("index");
+    let check = || {
+        let out = Command::new(bin())
+            .args([
+                "audit",
+                "verify",
+                "--key",
+                public.to_str().unwrap(),
+                "--index",
+                index.to_str().unwrap(),
+            ])
+            .arg(logs.join("a.log"))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = check();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("index intact, 3 logs present and matching"),
+        "{out}"
+    );
+    // Truncate a whole log at a record boundary: its own chain is fine but
+    // the index knows its last line.
+    let b = logs.join("b.log");
+    let lines: Vec<String> = fs::read_to_string(&b)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    fs::write(&b, lines[..3].join("\n") + "\n").unwrap();
+    let (code, out) = check();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("b.log: does not match its index entry"),
+        "{out}"
+    );
+    // Delete a whole log.
+    fs::remove_file(&b).unwrap();
+    let (code, out) = check();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("b.log: listed in the index but missing: the log was deleted"),
+        "{out}"
+    );
+    // Remove the index line that names it: the index chain breaks.
+    let text = fs::read_to_string(&index).unwrap();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.contains("\"b.log\"")).collect();
+    fs::write(&index, kept.join("\n") + "\n").unwrap();
+    let (code, out) = check();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the index chain is broken"), "{out}");
+}

@@ -64,6 +64,7 @@ pub struct AuditLog {
     last_checkpoint: Instant,
     failed: Option<String>,
     redact: Redactor,
+    first_hash: Option<String>,
 }
 
 impl AuditLog {
@@ -108,8 +109,20 @@ impl AuditLog {
             last_checkpoint: Instant::now(),
             failed: None,
             redact: Redactor::default(),
+            first_hash: None,
         };
         log.append(Body::Start(start))?;
+        log.first_hash = Some(log.prev.clone());
+        // The index learns of the log at once, so deleting it later, even
+        // before its end, is detected.
+        let index = super::index::path_for(path);
+        super::index::append(&index, "start", path, &log.container, &log.prev, None).map_err(
+            |source| LogError::Io {
+                path: index.clone(),
+                op: "append to index",
+                source,
+            },
+        )?;
         Ok(log)
     }
 
@@ -163,7 +176,21 @@ impl AuditLog {
             execs: self.execs,
         };
         self.write(Body::End(end))?;
-        self.checkpoint()
+        self.checkpoint()?;
+        let index = super::index::path_for(&self.path);
+        super::index::append(
+            &index,
+            "end",
+            &self.path,
+            &self.container,
+            &self.prev,
+            Some(self.seq),
+        )
+        .map_err(|source| LogError::Io {
+            path: index.clone(),
+            op: "append to index",
+            source,
+        })
     }
 
     fn write(&mut self, body: Body) -> Result<u64, LogError> {

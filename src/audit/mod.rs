@@ -12,6 +12,7 @@
 //! own seq and that `prev`: one signature covers every record before it.
 //! A complete log ends with an `end` record followed by a checkpoint.
 
+pub mod index;
 pub mod keys;
 pub mod log;
 pub mod record;

@@ -1,0 +1,130 @@
+//! The index: an append-only file beside the logs (`index`) that chains
+//! every log's first and last record hash, so that deleting or truncating
+//! a whole log is detected too. Each line is a JSON object with `seq`,
+//! `time`, `event` (`start` or `end`), `log` (file name), `container_id`,
+//! `hash` (SHA-256 of the log's first line for `start`, of its last line
+//! for `end`), `records` (for `end`) and `prev` (SHA-256 of the previous
+//! index line). Writers take an exclusive `flock` to append.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::record::GENESIS;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: u64,
+    pub time: String,
+    pub event: String,
+    pub log: String,
+    pub container_id: String,
+    pub hash: String,
+    pub records: Option<u64>,
+    pub prev: String,
+}
+
+/// The index of the logs in `dir`.
+pub fn path_for(log: &Path) -> PathBuf {
+    log.parent().unwrap_or(Path::new(".")).join("index")
+}
+
+/// Append an entry under an exclusive lock, chained to the last line.
+pub fn append(
+    index: &Path,
+    event: &str,
+    log: &Path,
+    container_id: &str,
+    hash: &str,
+    records: Option<u64>,
+) -> std::io::Result<()> {
+    let f = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(index)?;
+    let mut f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))?;
+    let text = fs::read_to_string(index)?;
+    let last = text.lines().last();
+    let entry = Entry {
+        seq: text.lines().count() as u64,
+        time: super::record::now(),
+        event: event.into(),
+        log: log
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        container_id: container_id.into(),
+        hash: hash.into(),
+        records,
+        prev: last
+            .map(|l| super::sha256_hex(l.as_bytes()))
+            .unwrap_or_else(|| GENESIS.into()),
+    };
+    let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+/// Check the index chain and every log it names in its directory: a log
+/// that is listed but missing, or whose first or last line no longer
+/// matches, is a fault. Returns the number of logs checked.
+pub fn verify(index: &Path) -> Result<usize, String> {
+    let text = fs::read_to_string(index).map_err(|e| format!("{}: {e}", index.display()))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut prev = GENESIS.to_string();
+    let mut logs = std::collections::BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let at = |why: String| format!("{} line {}: {why}", index.display(), i + 1);
+        let e: Entry =
+            serde_json::from_str(line).map_err(|e| at(format!("not an index entry ({e})")))?;
+        if e.seq != i as u64 || e.prev != prev {
+            return Err(at(
+                "the index chain is broken: an entry was edited, removed or reordered".into(),
+            ));
+        }
+        prev = super::sha256_hex(line.as_bytes());
+        if e.log.contains('/') || e.log.is_empty() {
+            return Err(at(format!("bad log name {:?}", e.log)));
+        }
+        logs.entry(e.log.clone()).or_insert_with(Vec::new).push(e);
+    }
+    for (name, entries) in &logs {
+        let path = dir.join(name);
+        let data = fs::read_to_string(&path).map_err(|_| {
+            format!(
+                "{}: listed in the index but missing: the log was deleted",
+                path.display()
+            )
+        })?;
+        let mut lines = data.lines();
+        let first = lines.next().map(|l| super::sha256_hex(l.as_bytes()));
+        let last = data.lines().last().map(|l| super::sha256_hex(l.as_bytes()));
+        for e in entries {
+            let ok = match e.event.as_str() {
+                "start" => first.as_deref() == Some(e.hash.as_str()),
+                "end" => {
+                    last.as_deref() == Some(e.hash.as_str())
+                        && e.records == Some(data.lines().count() as u64)
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(format!(
+                    "{}: does not match its index entry seq {} ({}): the log was replaced, truncated or extended",
+                    path.display(),
+                    e.seq,
+                    e.event
+                ));
+            }
+        }
+    }
+    Ok(logs.len())
+}
