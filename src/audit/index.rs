@@ -50,10 +50,22 @@ pub fn append(
         .open(index)?;
     let mut f = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| std::io::Error::from(e))?;
-    let text = fs::read_to_string(index)?;
-    let last = text.lines().last();
+    // Only the last line is needed: read the file's tail, not all of it
+    // (the index grows with every step of the host).
+    let last = last_line(&f)?;
+    let seq = match &last {
+        Some(l) => serde_json::from_str::<Entry>(l)
+            .map(|e| e.seq + 1)
+            .map_err(|e| {
+                std::io::Error::other(format!(
+                    "{}: last entry unreadable ({e}); run audit verify --index",
+                    index.display()
+                ))
+            })?,
+        None => 0,
+    };
     let entry = Entry {
-        seq: text.lines().count() as u64,
+        seq,
         time: super::record::now(),
         event: event.into(),
         log: log
@@ -71,6 +83,17 @@ pub fn append(
     line.push(b'\n');
     f.write_all(&line)?;
     f.sync_data()
+}
+
+/// The last complete line of the file (an entry is far below 64 KiB).
+fn last_line(f: &fs::File) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::FileExt;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(64 * 1024);
+    let mut buf = vec![0u8; (len - start) as usize];
+    f.read_exact_at(&mut buf, start)?;
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text.lines().last().map(str::to_string))
 }
 
 /// Check the index chain and every log it names in its directory: a log
