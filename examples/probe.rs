@@ -76,6 +76,7 @@ fn main() {
             println!("thread-exec returned: {r:?}");
             1
         }
+        "race-exec" => race_exec(arg(1).parse().unwrap_or(100)),
         "memfd-exec" => {
             // fexecve (execveat AT_EMPTY_PATH) of a copy in a memfd.
             use std::os::fd::AsFd;
@@ -101,4 +102,53 @@ fn main() {
     };
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// The argv race of the audit findings: a second thread flips an argument
+/// between "SAFE" and "EVIL" while the main thread execs
+/// `sh -c 'echo "$$ $1"' sh ARG`, `n` times in forked children. The audit
+/// record of each exec must name what the program really received.
+fn race_exec(n: usize) -> i32 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static BUF: [AtomicU8; 6] = [
+        AtomicU8::new(b'S'),
+        AtomicU8::new(b'A'),
+        AtomicU8::new(b'F'),
+        AtomicU8::new(b'E'),
+        AtomicU8::new(b'!'),
+        AtomicU8::new(0),
+    ];
+    for _ in 0..n {
+        // SAFETY (fork): the probe is single-threaded at this point.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Parent { child } => {
+                let _ = nix::sys::wait::waitpid(child, None);
+            }
+            nix::unistd::ForkResult::Child => {
+                std::thread::spawn(|| loop {
+                    for w in [b"EVIL", b"SAFE"] {
+                        for (i, b) in w.iter().enumerate() {
+                            BUF[i].store(*b, Ordering::Relaxed);
+                        }
+                    }
+                });
+                let sh = c"/bin/sh";
+                let argv = [
+                    c"sh".as_ptr(),
+                    c"-c".as_ptr(),
+                    c"echo \"$$ $1\"".as_ptr(),
+                    c"sh".as_ptr(),
+                    BUF.as_ptr() as *const libc::c_char,
+                    std::ptr::null(),
+                ];
+                let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+                // SAFETY: argv and envp are NULL-terminated arrays of
+                // NUL-terminated strings that live until execve returns (the
+                // atomics' bytes always end in the NUL at BUF[5]).
+                unsafe { libc::execve(sh.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+                std::process::exit(127);
+            }
+        }
+    }
+    0
 }

@@ -377,3 +377,53 @@ fn build_secrets_never_reach_the_log() {
         );
     });
 }
+
+#[test]
+fn records_name_what_ran_even_when_a_thread_rewrites_argv() {
+    each_mode(|m| {
+        let d = workdir(m, "audit-race");
+        let log = log_path(m, "race");
+        let probe = harness().probe.display().to_string();
+        let r = run(
+            m,
+            &d,
+            &[
+                "step",
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--",
+                &probe,
+                "race-exec",
+                "200",
+            ],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        // What each shell really received, by its pid inside.
+        let ran: std::collections::BTreeMap<i32, String> = r
+            .stdout
+            .lines()
+            .map(|l| {
+                let (pid, arg) = l.split_once(' ').unwrap();
+                (pid.parse().unwrap(), arg.to_string())
+            })
+            .collect();
+        assert_eq!(ran.len(), 200, "{r:?}");
+        let recorded: std::collections::BTreeMap<i32, String> = execs(&log)
+            .into_iter()
+            .filter(|e| e.result == "ok" && e.argv.len() == 5 && e.argv[0] == "sh")
+            .map(|e| (e.pid_inside.unwrap(), e.argv[4].clone()))
+            .collect();
+        let wrong: Vec<_> = ran
+            .iter()
+            .filter(|(pid, arg)| recorded.get(pid) != Some(arg))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{} of 200 records differ from what ran: {wrong:?}",
+            wrong.len()
+        );
+        // The race was real: the argument did change under the exec.
+        let distinct: std::collections::BTreeSet<_> = ran.values().collect();
+        assert!(distinct.len() > 1, "{distinct:?}");
+    });
+}
