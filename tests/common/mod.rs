@@ -283,3 +283,11 @@ pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Assert a one-line refusal: exit status `code`, stderr one line holding
+/// `text`.
+pub fn assert_refused(r: &Run, code: i32, text: &str) {
+    assert_eq!(r.code, code, "{r:?}");
+    assert!(r.stderr.contains(text), "expected {text:?}: {r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+}
