@@ -90,11 +90,11 @@ pub fn append(
     Ok(())
 }
 
-/// The last complete line of the file (an entry is far below 64 KiB).
+/// The last complete line of the file (an entry is far below 16 KiB).
 fn last_line(f: &fs::File) -> std::io::Result<Option<String>> {
     use std::os::unix::fs::FileExt;
     let len = f.metadata()?.len();
-    let start = len.saturating_sub(64 * 1024);
+    let start = len.saturating_sub(16 * 1024);
     let mut buf = vec![0u8; (len - start) as usize];
     f.read_exact_at(&mut buf, start)?;
     let text = String::from_utf8_lossy(&buf);
