@@ -13,6 +13,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 export CI="${CI:-true}" CARGO_TERM_COLOR=never
+export HOME="${HOME:-/root}"
 command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 
 # Debian packages the tests use: newuidmap/newgidmap (uidmap), runuser and
