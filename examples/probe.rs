@@ -77,6 +77,7 @@ fn main() {
             1
         }
         "race-exec" => race_exec(arg(1).parse().unwrap_or(100)),
+        "i386-exec" => i386_exec(&arg(1), &arg(2)),
         "memfd-exec" => {
             // fexecve (execveat AT_EMPTY_PATH) of a copy in a memfd.
             use std::os::fd::AsFd;
@@ -151,4 +152,53 @@ fn race_exec(n: usize) -> i32 {
         }
     }
     0
+}
+
+/// execve through the i386 entry point (`int 0x80`, syscall 11) from this
+/// 64-bit process: the exec-audit filter must catch the 32-bit ABI too.
+fn i386_exec(path: &str, arg: &str) -> i32 {
+    // SAFETY: an anonymous private mapping below 4 GiB (MAP_32BIT), so that
+    // its addresses fit the 32-bit registers of the i386 ABI; nothing else
+    // refers to it.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED || path.len() > 60 || arg.len() > 60 {
+        println!("i386-exec: setup failed");
+        return 1;
+    }
+    let base = page as usize as u32;
+    // SAFETY: the page is 4096 writable bytes; every write below stays in
+    // it (strings under 64 bytes at offsets 0 and 64, pointers at 128..144).
+    let ret: i32 = unsafe {
+        let p = page as *mut u8;
+        std::ptr::copy_nonoverlapping(path.as_ptr(), p, path.len());
+        std::ptr::copy_nonoverlapping(arg.as_ptr(), p.add(64), arg.len());
+        let argv = p.add(128) as *mut u32;
+        *argv = base;
+        *argv.add(1) = base + 64;
+        *argv.add(2) = 0;
+        *(p.add(144) as *mut u32) = 0;
+        let mut eax: i32 = 11;
+        // rbx is reserved by LLVM: swap the path pointer in and out of it.
+        std::arch::asm!(
+            "xchg ebx, {path:e}",
+            "int 0x80",
+            "xchg ebx, {path:e}",
+            path = inout(reg) base => _,
+            inout("eax") eax,
+            in("ecx") base + 128,
+            in("edx") base + 144,
+        );
+        eax
+    };
+    println!("i386-exec returned {ret}");
+    1
 }

@@ -427,3 +427,56 @@ fn records_name_what_ran_even_when_a_thread_rewrites_argv() {
         assert!(distinct.len() > 1, "{distinct:?}");
     });
 }
+
+#[test]
+fn i386_exec_is_killed_by_the_profile_or_recorded() {
+    each_mode(|m| {
+        let d = workdir(m, "audit-i386");
+        let probe = harness().probe.display().to_string();
+        // The default profile kills any syscall of another architecture
+        // before the audit filter would notify: nothing runs unrecorded.
+        let log = log_path(m, "i386-default");
+        let r = run(
+            m,
+            &d,
+            &[
+                "step",
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--",
+                &probe,
+                "i386-exec",
+                "/bin/echo",
+                "hello-i386",
+            ],
+        );
+        assert_eq!(r.code, 128 + 31, "SIGSYS: {r:?}");
+        assert!(!r.stdout.contains("hello-i386"), "{r:?}");
+        assert_eq!(ran(&execs(&log), &["/bin/echo", "hello-i386"]), 0);
+        // Without a profile filter the i386 execve reaches the audit filter
+        // (it has rules for i386 syscalls 11 and 358) and is recorded.
+        let allow = d.join("allow.json");
+        fs::write(&allow, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+        chown_to(m, &allow);
+        let log = log_path(m, "i386-allow");
+        let r = run(
+            m,
+            &d,
+            &[
+                "step",
+                "--seccomp",
+                "allow.json",
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--",
+                &probe,
+                "i386-exec",
+                "/bin/echo",
+                "hello-i386",
+            ],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(r.stdout, "hello-i386\n");
+        assert_eq!(ran(&execs(&log), &["/bin/echo", "hello-i386"]), 1);
+    });
+}

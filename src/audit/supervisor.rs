@@ -337,6 +337,8 @@ fn split_nul(data: &[u8]) -> Vec<String> {
         .collect()
 }
 
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+
 /// Path and argv of an exec attempt, read from the task's memory at the
 /// notification (used only for attempts that fail, i.e. never run).
 fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
@@ -347,7 +349,9 @@ fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
         };
     };
     // execve(path, argv, envp) / execveat(dirfd, path, argv, envp, flags)
-    let (path_ptr, argv_ptr) = if data.nr == 322 || data.nr == 358 {
+    let execveat = (data.arch == AUDIT_ARCH_I386 && data.nr == 358)
+        || (data.arch != AUDIT_ARCH_I386 && data.nr == 322);
+    let (path_ptr, argv_ptr) = if execveat {
         (data.args[1], data.args[2])
     } else {
         (data.args[0], data.args[1])
@@ -362,10 +366,15 @@ fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
     } else {
         mem.read_at(&mut ptrs, argv_ptr).unwrap_or(0)
     };
-    for chunk in ptrs[..n - n % 8].chunks_exact(8) {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(chunk);
-        let p = u64::from_ne_bytes(b);
+    // i386 callers pass an array of 32-bit pointers.
+    let width = if data.arch == AUDIT_ARCH_I386 { 4 } else { 8 };
+    for chunk in ptrs[..n - n % width].chunks_exact(width) {
+        let p = match width {
+            4 => u64::from(u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])),
+            _ => u64::from_ne_bytes([
+                chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+            ]),
+        };
         if p == 0 || used > ARGV_LIMIT {
             break;
         }
