@@ -83,18 +83,23 @@ pub fn run(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> 
                 s.listener = None;
             }
         }
+        let mut child_event = false;
         if sig_ready {
             if let Ok(Some(info)) = sfd.read_signal() {
                 if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    if sig != Signal::SIGCHLD
-                        && reaper::should_forward(info.ssi_code, info.ssi_pid, false)
-                    {
+                    if sig == Signal::SIGCHLD {
+                        child_event = true;
+                    } else if reaper::should_forward(info.ssi_code, info.ssi_pid, false) {
                         let _ = kill(init, sig);
                     }
                 }
             }
         }
-        exit_code = s.reap();
+        // Exec stops, signal stops and exits all raise SIGCHLD: wait only
+        // then (one wait4 less per notification).
+        if child_event {
+            exit_code = s.reap();
+        }
     }
     Outcome {
         exit_code: exit_code.unwrap_or(125),
@@ -284,7 +289,8 @@ fn read_loaded(pid: i32, maps: &(String, String)) -> Exec {
         resolved: link("exe"),
         ..Default::default()
     };
-    if let Ok(status) = fs::read_to_string(proc("status")) {
+    if let Some(status) = read_proc(&proc("status")) {
+        let status = String::from_utf8_lossy(&status);
         for line in status.lines() {
             let mut f = line.split_whitespace();
             match f.next() {
@@ -298,11 +304,11 @@ fn read_loaded(pid: i32, maps: &(String, String)) -> Exec {
     }
     rec.uid = rec.host_uid.and_then(|u| inside_id(&maps.0, u));
     rec.gid = rec.host_gid.and_then(|g| inside_id(&maps.1, g));
-    if let Ok(cmdline) = fs::read(proc("cmdline")) {
+    if let Some(cmdline) = read_proc(&proc("cmdline")) {
         let argv = split_nul(&cmdline);
         set_argv(&mut rec, argv);
     }
-    if let Ok(env) = fs::read(proc("environ")) {
+    if let Some(env) = read_proc(&proc("environ")) {
         for kv in split_nul(&env) {
             let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
             if ENV_VALUES.contains(&k) {
@@ -312,6 +318,23 @@ fn read_loaded(pid: i32, maps: &(String, String)) -> Exec {
         }
     }
     rec
+}
+
+/// Read a /proc file whole with plain reads (no statx for a size hint:
+/// /proc files report size 0 anyway).
+fn read_proc(path: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).ok()?;
+    let mut out = Vec::with_capacity(4096);
+    let mut buf = [0u8; 4096];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Some(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return if out.is_empty() { None } else { Some(out) },
+        }
+    }
 }
 
 /// Map a host id to the id inside, through a `/proc/PID/{uid,gid}_map`.
