@@ -32,7 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a build step in the sandbox: the host filesystem read-only, the
     /// current directory read-write, no network, fresh namespaces.
-    Step(StepArgs),
+    Step(Box<StepArgs>),
     /// Audit logs: create a signing key, verify logs, show records.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -121,6 +121,10 @@ pub struct StepArgs {
     /// otherwise, when it exists; see `buildcell audit keygen`).
     #[arg(long, value_name = "KEY")]
     pub audit_key: Option<PathBuf>,
+    /// Largest audit log the step may produce (e.g. 64m); reaching it stops
+    /// the step, as any failed record does. Default 1g.
+    #[arg(long, value_name = "SIZE")]
+    pub audit_max_size: Option<String>,
     /// Print each setup step and its time to stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,
@@ -164,7 +168,7 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
-        Command::Step(args) => step(args),
+        Command::Step(args) => step(*args),
         Command::Audit(cmd) => audit(cmd),
     };
     match result {
@@ -350,11 +354,13 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
         Ok(code) => Some(*code),
         Err(e) => Some(e.exit_code()),
     };
-    let path = log.path().to_path_buf();
     // The end record and its checkpoint; a failure here fails the step.
-    log.finish(status)
-        .map_err(|e| usage(format!("audit log {}: {e}", path.display())))?;
-    result
+    // When the step already failed (an audit failure among others), that
+    // first error is the one to report.
+    let finished = log.finish(status);
+    let code = result?;
+    finished.map_err(|e| usage(e.to_string()))?;
+    Ok(code)
 }
 
 /// `NAME=FILE` of `--secret`.
@@ -459,8 +465,11 @@ fn open_audit_log(
             .unwrap_or_default(),
         ..Default::default()
     };
-    AuditLog::create(&path, start, key, Default::default(), DEFAULT_AUDIT_LIMIT)
-        .map_err(|e| usage(e.to_string()))
+    let limit = match &args.audit_max_size {
+        Some(t) => parse_size(t).map_err(|e| usage(format!("--audit-max-size {t:?}: {e}")))?,
+        None => DEFAULT_AUDIT_LIMIT,
+    };
+    AuditLog::create(&path, start, key, Default::default(), limit).map_err(|e| usage(e.to_string()))
 }
 
 /// Size cap of a step's audit log (fails closed when reached).

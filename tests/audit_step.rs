@@ -480,3 +480,33 @@ fn i386_exec_is_killed_by_the_profile_or_recorded() {
         assert_eq!(ran(&execs(&log), &["/bin/echo", "hello-i386"]), 1);
     });
 }
+
+#[test]
+fn log_size_cap_stops_the_step() {
+    each_mode(|m| {
+        let d = workdir(m, "audit-cap");
+        let log = log_path(m, "cap");
+        let script = "i=0; while [ $i -lt 500 ]; do /bin/true || exit 9; i=$((i+1)); done";
+        let r = run(
+            m,
+            &d,
+            &[
+                "step",
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--audit-max-size",
+                "8k",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        );
+        assert_eq!(r.code, 125, "{r:?}");
+        assert!(r.stderr.contains("size limit of 8192 bytes"), "{r:?}");
+        assert!(r.stderr.contains(log.to_str().unwrap()), "{r:?}");
+        assert!(fs::metadata(&log).unwrap().len() <= 8192);
+        let r = run(m, &d, &["step", "--audit-max-size", "lots", "--", "true"]);
+        assert_eq!(r.code, 125, "{r:?}");
+    });
+}
