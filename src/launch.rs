@@ -52,7 +52,10 @@ impl Timer {
     pub fn log(&self, what: &str) {
         if self.on {
             let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-            eprintln!("buildcell: [{ms:8.3} ms] {what}");
+            // One write(2) per line: parent and sandbox init log at the same
+            // time, and eprintln! may split a line into several writes.
+            let line = format!("buildcell: [{ms:8.3} ms] {what}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         }
     }
 }
