@@ -458,8 +458,8 @@ fn open_audit_log(
         container_id: format!("step-{}", std::process::id()),
         bundle: None,
         config_sha256: hasher.finish_hex(),
-        uid_map: idmap.describe(),
-        gid_map: idmap.describe(),
+        uid_map: idmap.map_text().0,
+        gid_map: idmap.map_text().1,
         host: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),

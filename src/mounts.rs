@@ -39,6 +39,8 @@ pub enum MountError {
         path: PathBuf,
         errno: nix::errno::Errno,
     },
+    #[error("bind mount at {path}: its source was not captured before the pivot")]
+    NotCaptured { path: PathBuf },
     #[error("idmap bind sources: {message}")]
     Idmap { message: String },
     #[error("mount destination {path} does not exist and cannot be created ({source}); choose a destination that exists, or one under /tmp, /run or the working directory")]
@@ -190,16 +192,21 @@ pub fn mount_all(
                 // The source is a host path: whether it is a directory was
                 // recorded in the plan, before the pivot hid the host.
                 ensure_mountpoint(&m.destination, *dir)?;
-                // Every bind in the plan was captured by index.
-                if let Some(fd) = sources.binds.get(&i) {
-                    sys::attach_mount(fd.as_fd(), &m.destination).map_err(|source| {
-                        MountError::Sys {
-                            what: "attach bind at",
-                            path: m.destination.clone(),
-                            source,
-                        }
-                    })?;
-                }
+                // Every bind in the plan was captured by index; a missing one
+                // is refused rather than silently left unmounted.
+                let fd = sources.binds.get(&i).ok_or_else(|| MountError::Idmap {
+                    message: format!(
+                        "bind source for {} was not captured",
+                        m.destination.display()
+                    ),
+                })?;
+                sys::attach_mount(fd.as_fd(), &m.destination).map_err(|source| {
+                    MountError::Sys {
+                        what: "attach bind at",
+                        path: m.destination.clone(),
+                        source,
+                    }
+                })?;
             }
             MountKind::Fs { .. } => mount_fs(m)?,
         }

@@ -101,6 +101,34 @@ impl IdMapPlan {
         }
     }
 
+    /// The maps as the kernel's uid_map / gid_map files print them
+    /// (`inside outside count` per line, `;`-joined), for the audit record.
+    pub fn map_text(&self) -> (String, String) {
+        match self {
+            IdMapPlan::Single { uid, gid, .. } => (format!("0 {uid} 1"), format!("0 {gid} 1")),
+            IdMapPlan::HostRoot {
+                uid_start,
+                gid_start,
+            } => (
+                format!("0 {uid_start} {RANGE_SIZE}"),
+                format!("0 {gid_start} {RANGE_SIZE}"),
+            ),
+            IdMapPlan::Helpers {
+                uid,
+                gid,
+                subuid,
+                subgid,
+                ..
+            } => {
+                let rest = |r: &SubRange| r.count.min(RANGE_SIZE - 1);
+                (
+                    format!("0 {uid} 1; 1 {} {}", subuid.start, rest(subuid)),
+                    format!("0 {gid} 1; 1 {} {}", subgid.start, rest(subgid)),
+                )
+            }
+        }
+    }
+
     /// One line for `--verbose`.
     pub fn describe(&self) -> String {
         match self {
@@ -241,6 +269,15 @@ mod tests {
             })
         );
         assert_eq!(parse_subid(text, Some("carol"), 7), None);
+    }
+
+    #[test]
+    fn map_text_matches_what_is_written() {
+        let p = IdMapPlan::HostRoot {
+            uid_start: 7,
+            gid_start: 9,
+        };
+        assert_eq!(p.map_text(), ("0 7 65536".into(), "0 9 65536".into()));
     }
 
     #[test]
