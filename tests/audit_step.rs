@@ -39,6 +39,13 @@ fn ran(execs: &[Exec], argv: &[&str]) -> usize {
         .count()
 }
 
+/// `buildcell step --audit-log LOG ARGS...` in `d`.
+fn audited(m: Mode, d: &Path, log: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["step", "--audit-log", log.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(m, d, &all)
+}
+
 fn verify(m: Mode, log: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["audit", "verify"];
     args.extend_from_slice(extra);
@@ -59,19 +66,7 @@ fn every_exec_of_every_process_is_recorded() {
              {probe} memfd-exec /bin/echo from-memfd; \
              env no-such-tool-xyz 2>/dev/null; true"
         );
-        let r = run(
-            m,
-            &d,
-            &[
-                "step",
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-        );
+        let r = audited(m, &d, &log, &["--", "sh", "-c", &script]);
         assert_eq!(r.code, 0, "{r:?}");
         let x = execs(&log);
         assert_eq!(ran(&x, &["sh", "-c", &script]), 1, "the step's own exec");
@@ -121,6 +116,19 @@ fn every_exec_of_every_process_is_recorded() {
         assert!(ls.pid_inside.is_some_and(|p| p > 2), "{ls:?}");
         assert_ne!(ls.host_uid, Some(0), "never host root: {ls:?}");
         assert!(ls.env_names.contains(&"PATH".to_string()));
+        // The start record carries the real id maps.
+        let first = fs::read_to_string(&log).unwrap();
+        let start: Record = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+        let Body::Start(start) = start.body else {
+            panic!("first record is not start")
+        };
+        match m {
+            Mode::Root => assert_eq!(start.uid_map, "0 1000000000 65536"),
+            Mode::User => assert!(
+                start.uid_map.starts_with(&format!("0 {} 1", caller_uid(m))),
+                "{start:?}"
+            ),
+        }
         let v = verify(m, &log, &[]);
         assert_eq!(v.code, 0, "{v:?}");
         assert!(v.stdout.contains("complete"), "{v:?}");
@@ -134,19 +142,7 @@ fn ten_thousand_execs_none_missing() {
         let log = log_path(m, "many");
         // The step counts its own execs; the log must hold exactly as many.
         let script = "i=0; while [ $i -lt 10000 ]; do /bin/true; i=$((i+1)); done; echo $i";
-        let r = run(
-            m,
-            &d,
-            &[
-                "step",
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--",
-                "sh",
-                "-c",
-                script,
-            ],
-        );
+        let r = audited(m, &d, &log, &["--", "sh", "-c", script]);
         assert_eq!(r.stdout.trim(), "10000", "{r:?}");
         assert_eq!(ran(&execs(&log), &["/bin/true"]), 10000);
         assert_eq!(verify(m, &log, &[]).code, 0);
@@ -236,8 +232,7 @@ fn log_inside_the_working_directory_is_refused() {
     each_mode(|m| {
         let d = workdir(m, "audit-inside");
         let r = run(m, &d, &["step", "--audit-log", "audit.log", "--", "true"]);
-        assert_eq!(r.code, 125, "{r:?}");
-        assert!(r.stderr.contains("which the step can write"), "{r:?}");
+        assert_refused(&r, 125, "which the step can write");
         assert!(!d.join("audit.log").exists());
     });
 }
@@ -289,25 +284,18 @@ fn full_log_filesystem_stops_the_step() {
     // Each iteration runs /bin/true, then counts it in the working directory.
     let script =
         "i=0; while [ $i -lt 2000 ]; do /bin/true || exit 9; i=$((i+1)); echo $i >> count; done";
-    let r = run(
-        m,
-        &d,
-        &[
-            "step",
-            "--audit-log",
-            log.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            script,
-        ],
-    );
+    let r = audited(m, &d, &log, &["--", "sh", "-c", script]);
     let data = fs::read(&log).unwrap();
     let _ = std::process::Command::new("umount").arg(&mnt).status();
+    // Not one line: the step's shell may report its killed child first.
     assert_eq!(r.code, 125, "{r:?}");
     assert!(
-        r.stderr.contains(log.to_str().unwrap()),
-        "the message names the log: {r:?}"
+        r.stderr
+            .lines()
+            .last()
+            .unwrap_or("")
+            .contains(log.to_str().unwrap()),
+        "buildcell's last line names the log: {r:?}"
     );
     let counted = fs::read_to_string(d.join("count"))
         .unwrap_or_default()
@@ -341,15 +329,11 @@ fn build_secrets_never_reach_the_log() {
         chown_to(m, &file);
         let log = log_path(m, "secret");
         let secret_arg = format!("tok={}", file.display());
-        let r = run(
-            m,
-            &d,
-            &["step", "--audit-log", log.to_str().unwrap(), "--secret", &secret_arg,
+        let r = audited(m, &d, &log, &["--secret", &secret_arg,
               "--env", "API_TOKEN=env-secret-4242", "--",
               "sh", "-c", "/bin/echo \"$(cat /run/secrets/tok)\"; /bin/echo \"$API_TOKEN\"; \
                            stat -c %a /run/secrets/tok; echo x > /run/secrets/tok 2>/dev/null || echo read-only; \
-                           grep ' /run/secrets ' /proc/self/mountinfo | cut -d' ' -f9"],
-        );
+                           grep ' /run/secrets ' /proc/self/mountinfo | cut -d' ' -f9"]);
         assert_eq!(r.code, 0, "{r:?}");
         assert_eq!(
             r.stdout, "hunter2-file-secret\nenv-secret-4242\n400\nread-only\ntmpfs\n",
@@ -369,12 +353,7 @@ fn build_secrets_never_reach_the_log() {
             &d,
             &["step", "--secret", "../x=/etc/hostname", "--", "true"],
         );
-        assert_eq!(r.code, 125, "{r:?}");
-        assert!(
-            r.stderr
-                .contains("--secret \"../x=/etc/hostname\": NAME must be"),
-            "{r:?}"
-        );
+        assert_refused(&r, 125, "--secret \"../x=/etc/hostname\": NAME must be");
     });
 }
 
@@ -384,19 +363,7 @@ fn records_name_what_ran_even_when_a_thread_rewrites_argv() {
         let d = workdir(m, "audit-race");
         let log = log_path(m, "race");
         let probe = harness().probe.display().to_string();
-        let r = run(
-            m,
-            &d,
-            &[
-                "step",
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--",
-                &probe,
-                "race-exec",
-                "200",
-            ],
-        );
+        let r = audited(m, &d, &log, &["--", &probe, "race-exec", "200"]);
         assert_eq!(r.code, 0, "{r:?}");
         // What each shell really received, by its pid inside.
         let ran: std::collections::BTreeMap<i32, String> = r
@@ -436,19 +403,11 @@ fn i386_exec_is_killed_by_the_profile_or_recorded() {
         // The default profile kills any syscall of another architecture
         // before the audit filter would notify: nothing runs unrecorded.
         let log = log_path(m, "i386-default");
-        let r = run(
+        let r = audited(
             m,
             &d,
-            &[
-                "step",
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--",
-                &probe,
-                "i386-exec",
-                "/bin/echo",
-                "hello-i386",
-            ],
+            &log,
+            &["--", &probe, "i386-exec", "/bin/echo", "hello-i386"],
         );
         assert_eq!(r.code, 128 + 31, "SIGSYS: {r:?}");
         assert!(!r.stdout.contains("hello-i386"), "{r:?}");
@@ -487,23 +446,16 @@ fn log_size_cap_stops_the_step() {
         let d = workdir(m, "audit-cap");
         let log = log_path(m, "cap");
         let script = "i=0; while [ $i -lt 500 ]; do /bin/true || exit 9; i=$((i+1)); done";
-        let r = run(
+        let r = audited(
             m,
             &d,
-            &[
-                "step",
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--audit-max-size",
-                "8k",
-                "--",
-                "sh",
-                "-c",
-                script,
-            ],
+            &log,
+            &["--audit-max-size", "8k", "--", "sh", "-c", script],
         );
+        // The step's shell may report its killed child before buildcell's line.
         assert_eq!(r.code, 125, "{r:?}");
-        assert!(r.stderr.contains("size limit of 8192 bytes"), "{r:?}");
+        let last = r.stderr.lines().last().unwrap_or("");
+        assert!(last.contains("size limit of 8192 bytes"), "{r:?}");
         assert!(r.stderr.contains(log.to_str().unwrap()), "{r:?}");
         assert!(fs::metadata(&log).unwrap().len() <= 8192);
         let r = run(m, &d, &["step", "--audit-max-size", "lots", "--", "true"]);
