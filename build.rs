@@ -10,12 +10,23 @@ mod seccomp;
 
 use std::fmt::Write as _;
 
-/// Must match the bounding set `buildcell step` grants (src/spec.rs).
+/// Must match the bounding set `buildcell step` grants (src/spec/mod.rs).
 const STEP_CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
 
 fn main() {
     println!("cargo:rerun-if-changed=seccomp/default.json");
     println!("cargo:rerun-if-changed=src/seccomp.rs");
+    // `buildcell --version` prints the commit (docker parses `commit:`).
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=BUILDCELL_COMMIT={commit}");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    syscall_names();
     let caps: Vec<String> = STEP_CAPS.iter().map(|s| s.to_string()).collect();
     let filters = seccomp::compile(seccomp::DEFAULT_PROFILE, "seccomp/default.json", &caps)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -36,4 +47,29 @@ fn main() {
     out.push_str("];\n");
     let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("default_bpf.rs");
     std::fs::write(path, out).unwrap();
+}
+
+/// The x86_64 syscall names of the kernel headers (linux-libc-dev), so
+/// that a bundle's seccomp profile can leave out the names of other
+/// architectures instead of failing on them.
+fn syscall_names() {
+    let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+    println!("cargo:rerun-if-changed={header}");
+    let text = std::fs::read_to_string(header)
+        .unwrap_or_else(|e| panic!("{header}: {e}; install linux-libc-dev (the kernel headers)"));
+    let mut names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define __NR_"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    names.sort_unstable();
+    let mut out =
+        String::from("/// x86_64 syscall names, from the kernel headers at build time.\n");
+    out.push_str("pub const X86_64: &[&str] = &[\n");
+    for n in names {
+        writeln!(out, "    {n:?},").unwrap();
+    }
+    out.push_str("];\n");
+    let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("syscall_names.rs");
+    std::fs::write(dest, out).unwrap();
 }

@@ -77,6 +77,7 @@ fn main() {
             1
         }
         "race-exec" => race_exec(arg(1).parse().unwrap_or(100)),
+        "reap" => reap(&arg(1), &args[2..]),
         "i386-exec" => i386_exec(&arg(1), &arg(2)),
         "memfd-exec" => {
             // fexecve (execveat AT_EMPTY_PATH) of a copy in a memfd.
@@ -201,4 +202,50 @@ fn i386_exec(path: &str, arg: &str) -> i32 {
     };
     println!("i386-exec returned {ret}");
     1
+}
+
+/// An engine's monitor in miniature (conmon, the containerd shim): become a
+/// child subreaper, run `cmd` (buildcell create ... --pid-file PIDFILE),
+/// then run `start ID` through the same binary and wait for the pid in
+/// PIDFILE as a parent would. Prints `reaped PID status N`.
+fn reap(pid_file: &str, cmd: &[String]) -> i32 {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    nix::sys::prctl::set_child_subreaper(true).expect("subreaper");
+    let Some((prog, rest)) = cmd.split_first() else {
+        return 2;
+    };
+    let st = std::process::Command::new(prog)
+        .args(rest)
+        .status()
+        .expect("create");
+    if !st.success() {
+        println!("create failed: {st}");
+        return 1;
+    }
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    let id = rest.last().cloned().unwrap_or_default();
+    let root_args: Vec<&String> = rest.iter().take_while(|a| *a != "create").collect();
+    let st = std::process::Command::new(prog)
+        .args(root_args)
+        .args(["start", &id])
+        .status()
+        .expect("start");
+    if !st.success() {
+        println!("start failed: {st}");
+        return 1;
+    }
+    match waitpid(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(WaitStatus::Exited(p, code)) => {
+            println!("reaped {p} status {code}");
+            0
+        }
+        other => {
+            println!("wait {pid}: {other:?}");
+            1
+        }
+    }
 }

@@ -18,14 +18,44 @@ use crate::userns::IdMapPlan;
 #[derive(Parser, Debug)]
 #[command(
     name = "buildcell",
-    version,
+    disable_version_flag = true,
     about = "A hardened sandbox runtime for build steps",
     long_about = "A hardened sandbox runtime for build steps: rootless, in fresh namespaces, \
-                  with capabilities dropped, no_new_privs and seccomp."
+                  with capabilities dropped, no_new_privs and seccomp. Also an OCI runtime \
+                  with runc's command line (create, start, state, kill, delete, run, ...)."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// runc's global flags (accepted before or after the subcommand).
+#[derive(Args, Debug, Default)]
+pub struct GlobalArgs {
+    /// Directory of container state (default /run/buildcell as root,
+    /// $XDG_RUNTIME_DIR/buildcell rootless).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Also write errors to this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Format of --log: text or json (one JSON object per line).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text")]
+    pub log_format: String,
+    /// Use systemd for cgroups: refused (no systemd on build hosts).
+    #[arg(long, global = true)]
+    pub systemd_cgroup: bool,
+    /// More messages (setup steps with times) on stderr.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Accepted for runc compatibility; buildcell detects rootless mode.
+    #[arg(long, global = true, value_name = "true|false|auto", num_args = 0..=1, default_missing_value = "true")]
+    pub rootless: Option<String>,
+    /// Print the version (with the `commit:` line docker reads).
+    #[arg(long, short = 'v')]
+    pub version: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -36,6 +66,89 @@ pub enum Command {
     /// Audit logs: create a signing key, verify logs, show records.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Create a container from a bundle; it waits for `start`.
+    Create(CreateCmd),
+    /// Create and start a container, wait for it, then delete it.
+    Run(RunCmd),
+    /// Start the user process of a created container.
+    Start { id: String },
+    /// Print the state of a container as JSON.
+    State { id: String },
+    /// Send a signal (number or name, default TERM) to a container.
+    Kill {
+        /// Signal every process of the container.
+        #[arg(long, short = 'a')]
+        all: bool,
+        id: String,
+        #[arg(default_value = "TERM")]
+        signal: String,
+    },
+    /// Delete a container's state (and the container, with --force).
+    Delete {
+        /// Kill a running container first; an unknown id is not an error.
+        #[arg(long, short = 'f')]
+        force: bool,
+        id: String,
+    },
+    /// List containers.
+    List {
+        #[arg(long, short = 'f', default_value = "table")]
+        format: String,
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Write a config.json for a bundle (rootless-ready: a user namespace
+    /// mapping your ids to root), with a read-only `rootfs` and `sh`.
+    Spec {
+        /// Directory to write config.json in. (`--rootless` is accepted
+        /// for runc compatibility: the config is always rootless-ready.)
+        #[arg(long, short = 'b', default_value = ".")]
+        bundle: PathBuf,
+    },
+    /// Print the OCI features JSON of this binary on this kernel.
+    Features,
+    /// Refused: buildcell does not checkpoint containers.
+    Checkpoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Refused: buildcell does not restore containers.
+    Restore {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateCmd {
+    /// The bundle directory (holding config.json).
+    #[arg(long, short = 'b', default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write the container's host pid here.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket to send the terminal's master fd to.
+    #[arg(long, value_name = "SOCKET")]
+    pub console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility (no session keyring is made).
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Accepted for runc compatibility; pivot_root is always used.
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Extra fds (from 3) passed to the container: not supported, 0 only.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RunCmd {
+    #[command(flatten)]
+    pub create: CreateCmd,
+    /// Not supported: run always stays in the foreground.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,16 +280,137 @@ pub fn main() -> i32 {
             return 125;
         }
     };
-    let result = match cli.command {
-        Command::Step(args) => step(*args),
-        Command::Audit(cmd) => audit(cmd),
+    let g = cli.global;
+    if g.version {
+        print_version();
+        return 0;
+    }
+    let Some(command) = cli.command else {
+        eprintln!("buildcell: no command given (see buildcell --help)");
+        return 125;
     };
+    let log = ErrorLog {
+        path: g.log.clone(),
+        json: g.log_format == "json",
+    };
+    // runc's commands exit 1 on their own errors (engines only test for
+    // non-zero); `step` keeps the shell-like 125/126/127.
+    let oci = !matches!(command, Command::Step(_) | Command::Audit(_));
+    let result = oci_or_step(&g, command);
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("buildcell: {e}");
-            e.exit_code()
+            let line = e.to_string();
+            eprintln!("buildcell: {line}");
+            log.error(&line);
+            match (&e, oci) {
+                (Error::Usage(_), true) => 1,
+                _ => e.exit_code(),
+            }
         }
+    }
+}
+
+fn print_version() {
+    println!("buildcell version {}", env!("CARGO_PKG_VERSION"));
+    println!("commit: {}", env!("BUILDCELL_COMMIT"));
+    println!("spec: {}", crate::container::OCI_VERSION);
+}
+
+/// `--log FILE [--log-format json]`: errors also go there, one line each.
+struct ErrorLog {
+    path: Option<PathBuf>,
+    json: bool,
+}
+
+impl ErrorLog {
+    fn error(&self, msg: &str) {
+        use std::io::Write;
+        let Some(path) = &self.path else { return };
+        let line = if self.json {
+            serde_json::json!({"level": "error", "msg": msg, "time": audit::record::now()})
+                .to_string()
+        } else {
+            format!("{} level=error msg={msg:?}", audit::record::now())
+        };
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+}
+
+fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
+    use crate::container as c;
+    if g.systemd_cgroup {
+        return Err(usage(
+            "--systemd-cgroup: buildcell does not use systemd (build hosts have none); configure the engine with cgroupfs",
+        ));
+    }
+    if !matches!(g.log_format.as_str(), "text" | "json") {
+        return Err(usage(format!(
+            "--log-format {:?}: use text or json",
+            g.log_format
+        )));
+    }
+    let root = || g.root.clone().unwrap_or_else(c::state::default_root);
+    let create_args = |a: &CreateCmd| -> Result<c::CreateArgs, Error> {
+        if a.preserve_fds != 0 {
+            return Err(usage(
+                "--preserve-fds: passing extra fds is not supported; use 0",
+            ));
+        }
+        Ok(c::CreateArgs {
+            id: a.id.clone(),
+            bundle: a.bundle.clone(),
+            pid_file: a.pid_file.clone(),
+            console_socket: a.console_socket.clone(),
+        })
+    };
+    match command {
+        Command::Step(args) => step(*args),
+        Command::Audit(cmd) => audit(cmd),
+        Command::Create(a) => c::create(&root(), &create_args(&a)?, false, g.debug),
+        Command::Run(a) => {
+            if a.detach {
+                return Err(usage(
+                    "run --detach is not supported; use create and start",
+                ));
+            }
+            c::create(&root(), &create_args(&a.create)?, true, g.debug)
+        }
+        Command::Start { id } => c::start(&root(), &id),
+        Command::State { id } => c::state(&root(), &id),
+        Command::Kill { all, id, signal } => c::kill(&root(), &id, &signal, all),
+        Command::Delete { force, id } => c::delete(&root(), &id, force),
+        Command::List { format, quiet } => c::list(&root(), format == "json", quiet),
+        Command::Spec { bundle } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                return Err(usage(format!(
+                    "{}: exists; remove it first",
+                    path.display()
+                )));
+            }
+            let spec = spec::default_bundle_spec(
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            );
+            let text = serde_json::to_string_pretty(&spec).map_err(|e| usage(e.to_string()))?;
+            std::fs::write(&path, text + "\n")
+                .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+            Ok(0)
+        }
+        Command::Features => {
+            println!("{}", c::features());
+            Ok(0)
+        }
+        Command::Checkpoint { .. } | Command::Restore { .. } => Err(usage(
+            "checkpoint/restore is not supported by buildcell (build steps are not migrated); delete and re-run the step",
+        )),
     }
 }
 

@@ -30,7 +30,7 @@ use nix::unistd::{ForkResult, Pid};
 use crate::audit::log::AuditLog;
 use crate::audit::supervisor;
 use crate::error::Error;
-use crate::spec::{LaunchPlan, MountKind};
+use crate::spec::{LaunchPlan, MountKind, PlanMode};
 use crate::sync::{self, ChildEnd, IdmapRequest, SetupOutcome};
 use crate::userns::IdMapPlan;
 use crate::{capabilities, mounts, namespaces, process, reaper, seccomp, sys};
@@ -120,14 +120,14 @@ pub fn run(
                 parent_end.idmap_done()?;
                 timer.log("bind sources idmapped");
             }
-            IdmapRequest::Failed(outcome) => return child_failed(&mut guard, pid, outcome),
+            IdmapRequest::Failed(outcome) => return Err(child_failed(&mut guard, pid, outcome)),
         }
     }
 
     let listener = match parent_end.wait_started()? {
         SetupOutcome::Executed => None,
         SetupOutcome::Listening(l) => Some(l),
-        failed => return child_failed(&mut guard, pid, failed),
+        failed => return Err(child_failed(&mut guard, pid, failed)),
     };
     guard.0 = None;
     timer.log("step started");
@@ -167,7 +167,7 @@ pub fn run(
 }
 
 /// The child reported a failed step: it exits by itself; reap it.
-fn child_failed(guard: &mut ChildGuard, pid: Pid, outcome: SetupOutcome) -> Result<i32, Error> {
+fn child_failed(guard: &mut ChildGuard, pid: Pid, outcome: SetupOutcome) -> Error {
     guard.0 = None;
     let _ = waitpid(pid, None);
     match outcome {
@@ -175,15 +175,15 @@ fn child_failed(guard: &mut ChildGuard, pid: Pid, outcome: SetupOutcome) -> Resu
             step,
             message,
             exit_code,
-        } => Err(Error::Child {
+        } => Error::Child {
             step,
             message,
             exit_code,
-        }),
-        SetupOutcome::Executed | SetupOutcome::Listening(_) => Err(Error::Setup {
+        },
+        SetupOutcome::Executed | SetupOutcome::Listening(_) => Error::Setup {
             step: "setup",
             message: "the sandbox init exited before its setup finished".into(),
-        }),
+        },
     }
 }
 
@@ -246,16 +246,32 @@ fn container_init(plan: &LaunchPlan, chan: ChildEnd, sfd: SignalFd, timer: Timer
 
 /// The setup of pid 1, up to the fork of the user process.
 fn init_steps(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> Result<(), Failure> {
-    // First: if buildcell dies, the whole sandbox dies with it (pid 1 going
-    // takes the pid namespace down).
+    // First: if buildcell dies during setup, the whole sandbox dies with it
+    // (pid 1 going takes the pid namespace down). A bundle's init clears
+    // this again when it is ready: `create` exits and leaves it running.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("set parent-death signal"))?;
-    // Nothing below works before the parent has written the id maps.
+    // Nothing below works before the parent has written the id maps (and
+    // placed this process in its cgroup).
     let idmap = chan.wait_maps_written().map_err(fail("wait for id maps"))?;
     // Supplementary groups of the caller mean nothing inside; drop them where
     // the maps allow it (setgroups is denied with a single-id map).
     let _ = nix::unistd::setgroups(&[]);
+    if plan.mode == PlanMode::Bundle {
+        // The cgroup namespace is made only now, rooted at the cgroup the
+        // parent moved this process into.
+        if plan.namespaces.cgroup {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .map_err(fail("cgroup namespace"))?;
+        }
+        // Written through the host's /proc, before the pivot hides it.
+        if let Some(adj) = plan.process.oom_score_adj {
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .map_err(fail("process.oomScoreAdj"))?;
+        }
+    }
 
-    mounts::make_rslave().map_err(fail("mounts"))?;
+    mounts::set_propagation(std::path::Path::new("/"), plan.rootfs_propagation, true)
+        .map_err(fail("mounts"))?;
     let sources = mounts::capture_sources(plan, |binds| match idmap {
         true => chan.request_idmap(binds).map_err(|e| e.to_string()),
         false => Ok(()),
@@ -287,11 +303,23 @@ fn init_steps(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> Result<(), Failur
     mounts::mount_all(plan, &sources, |m| t.log(m)).map_err(fail("mounts"))?;
     mounts::populate_dev(&sources).map_err(fail("/dev"))?;
     mounts::mount_secrets(&plan.secrets).map_err(fail("secrets"))?;
+    // Sysctls first: /proc/sys is usually among the read-only paths.
+    mounts::write_sysctls(&plan.sysctl).map_err(fail("linux.sysctl"))?;
+    mounts::mask_paths(&plan.masked_paths).map_err(fail("linux.maskedPaths"))?;
+    mounts::readonly_paths(&plan.readonly_paths).map_err(fail("linux.readonlyPaths"))?;
+    mounts::finish_root(plan, &sources).map_err(fail("root.readonly"))?;
+    mounts::detach_old_root().map_err(fail("pivot_root"))?;
     drop(sources);
     t.log("/dev populated");
 
-    if let Some(name) = &plan.hostname {
-        namespaces::set_hostname(name).map_err(fail("hostname"))?;
+    // Only a namespace of its own may be renamed (a joined one is shared).
+    if plan.namespaces.uts {
+        if let Some(name) = &plan.hostname {
+            namespaces::set_hostname(name).map_err(fail("hostname"))?;
+        }
+        if let Some(name) = &plan.domainname {
+            std::fs::write("/proc/sys/kernel/domainname", name).map_err(fail("domainname"))?;
+        }
     }
     if plan.namespaces.net {
         namespaces::loopback_up().map_err(fail("network"))?;
@@ -323,7 +351,7 @@ fn user_process(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> ! {
                 125,
             )
         })?;
-        capabilities::restrict_to(&p.capabilities).map_err(fail("capabilities"))?;
+        capabilities::restrict_to(&p.caps.bounding).map_err(fail("capabilities"))?;
         if p.no_new_privileges {
             nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
         }
@@ -353,4 +381,171 @@ fn user_process(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> ! {
     let Err(Failure(step, message, code)) = result;
     chan.failed(step, &message, code);
     sys::exit_now(code)
+}
+
+/// A bundle's container after `create`: its init, set up and waiting for
+/// `start` on the gate, and its exec-audit listener.
+pub struct Created {
+    pub pid: Pid,
+    pub listener: Option<OwnedFd>,
+    /// The signals blocked before clone (for a foreground `run`).
+    pub signals: SignalFd,
+    /// The channel: a foreground `run` reads the exec failure from it.
+    pub channel: sync::ParentEnd,
+}
+
+/// How a bundle's init waits for `start`: on the exec fifo (`create`), or
+/// not at all (`run`).
+pub enum Gate {
+    /// The fifo opened read-write: the init polls it until `start` writes
+    /// one byte.
+    Fifo(OwnedFd),
+    Now,
+}
+
+/// Set up a bundle's container up to the point where only the exec of the
+/// user process is left. `place` puts the new init into its cgroup before
+/// the init goes on. On any error nothing is left running.
+pub fn create(
+    plan: &LaunchPlan,
+    idmap: Option<&IdMapPlan>,
+    gate: Gate,
+    place: impl FnOnce(i32) -> Result<(), Error>,
+    timer: Timer,
+) -> Result<Created, Error> {
+    if let Some(m) = idmap {
+        timer.log(&format!("id maps: {}", m.describe()));
+    }
+    let (parent_end, child_end) = sync::channel()?;
+    let sfd = reaper::signal_fd().map_err(|errno| Error::Setup {
+        step: "block signals",
+        message: errno.desc().into(),
+    })?;
+    // Namespaces given by path are entered by this process before clone:
+    // the child then inherits them (a pid namespace applies to children
+    // only), and its own new user namespace could not enter them.
+    namespaces::join_all(&plan.join)?;
+    let mut flags = plan.namespaces;
+    // Made by the init itself once it is in its cgroup.
+    flags.cgroup = false;
+    let pid = match namespaces::clone_into(&flags)? {
+        None => {
+            drop(parent_end);
+            oci_init(plan, child_end, gate, timer)
+        }
+        Some(pid) => Pid::from_raw(pid),
+    };
+    drop(child_end);
+    drop(gate);
+    let mut guard = ChildGuard(Some(pid));
+    timer.log(&format!("cloned container init, host pid {pid}"));
+    place(pid.as_raw())?;
+    if let Some(m) = idmap {
+        m.write(pid.as_raw())?;
+        timer.log("uid/gid maps written");
+    }
+    parent_end.maps_written(false)?;
+    match parent_end.wait_ready()? {
+        Ok(listener) => {
+            guard.0 = None;
+            timer.log("container init ready, waiting for start");
+            Ok(Created {
+                pid,
+                listener,
+                signals: sfd,
+                channel: parent_end,
+            })
+        }
+        Err(outcome) => Err(child_failed(&mut guard, pid, outcome)),
+    }
+}
+
+/// A bundle's init: the setup, then the user process's own last steps in
+/// the same process (it becomes the user process). Never returns.
+fn oci_init(plan: &LaunchPlan, chan: ChildEnd, gate: Gate, t: Timer) -> ! {
+    let result = (|| -> Result<std::convert::Infallible, Failure> {
+        init_steps(plan, &chan, t)?;
+        let p = &plan.process;
+        nix::unistd::chdir(&p.cwd).map_err(|e| {
+            Failure(
+                "process.cwd",
+                format!("{}: {}", p.cwd.display(), e.desc()),
+                125,
+            )
+        })?;
+        for r in &p.rlimits {
+            process::set_rlimit(r).map_err(fail("process.rlimits"))?;
+        }
+        let _ = nix::unistd::setsid();
+        let gate_fd = match &gate {
+            Gate::Fifo(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
+            Gate::Now => None,
+        };
+        // Only stdio, the channel and the gate survive.
+        let keep = chan.as_raw_fd();
+        sys::close_fds_from(keep.max(gate_fd.unwrap_or(0)) + 1).map_err(fail("close fds"))?;
+        for fd in 3..keep.max(gate_fd.unwrap_or(0)) {
+            if Some(fd) != gate_fd && fd != keep {
+                let _ = nix::unistd::close(fd);
+            }
+        }
+        process::reset_signals();
+        // With no_new_privs the filters are installed last, after the
+        // capabilities are dropped. Without it, installing a filter needs
+        // CAP_SYS_ADMIN, so they come first (as runc does), and the
+        // profile must allow the capability calls that follow.
+        let audit = || -> Result<Option<OwnedFd>, Failure> {
+            if !plan.audit_exec {
+                return Ok(None);
+            }
+            sys::seccomp_install_listener(&seccomp::exec_notify_program())
+                .map(Some)
+                .map_err(fail("exec audit filter"))
+        };
+        let listener;
+        if p.no_new_privileges {
+            capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
+            nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
+            listener = audit()?;
+        } else {
+            listener = audit()?;
+            seccomp::apply(&plan.seccomp).map_err(fail("seccomp"))?;
+            capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
+        }
+        // From here `create` may exit: this process must outlive it.
+        nix::sys::prctl::set_pdeathsig(None).map_err(fail("clear parent-death signal"))?;
+        chan.ready(listener.as_ref()).map_err(fail("ready"))?;
+        drop(listener);
+        if let Gate::Fifo(fd) = &gate {
+            wait_for_start(fd).map_err(fail("wait for start"))?;
+        }
+        drop(gate);
+        if p.no_new_privileges {
+            seccomp::apply(&plan.seccomp).map_err(fail("seccomp"))?;
+        }
+        let f = process::exec(&p.args, &p.env);
+        Err(Failure("exec", f.message, f.exit_code))
+    })();
+    let Err(Failure(step, message, code)) = result;
+    chan.failed(step, &message, code);
+    sys::exit_now(code)
+}
+
+/// Block until `start` writes its byte into the exec fifo.
+fn wait_for_start(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+        let mut b = [0u8; 1];
+        match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(fd), &mut b) {
+            Ok(1) => return Ok(()),
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -17,6 +17,7 @@
 pub mod audit;
 pub mod capabilities;
 pub mod cli;
+pub mod container;
 pub mod error;
 pub mod launch;
 pub mod mounts;

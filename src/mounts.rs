@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::spec::{LaunchPlan, MountFlags, MountKind, MountPlan};
+use crate::spec::{LaunchPlan, MountFlags, MountKind, MountPlan, MountPropagation, PlanMode};
 use crate::sys::{self, attr};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,11 @@ pub enum MountError {
     NotCaptured { path: PathBuf },
     #[error("idmap bind sources: {message}")]
     Idmap { message: String },
+    #[error("write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("mount destination {path} does not exist and cannot be created ({source}); choose a destination that exists, or one under /tmp, /run or the working directory")]
     Destination {
         path: PathBuf,
@@ -60,16 +65,27 @@ pub struct Sources {
 /// Stop mount events of this namespace from reaching the host (and keep the
 /// host's unmounts flowing in): everything becomes a recursive slave.
 pub fn make_rslave() -> Result<(), MountError> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|errno| MountError::Call {
-        op: "make rslave",
-        path: "/".into(),
+    set_propagation(Path::new("/"), MountPropagation::Slave, true)
+}
+
+/// Set the propagation of the mount at `path` (and below it, `recursive`).
+pub fn set_propagation(
+    path: &Path,
+    p: MountPropagation,
+    recursive: bool,
+) -> Result<(), MountError> {
+    let mut flags = match p {
+        MountPropagation::Private => MsFlags::MS_PRIVATE,
+        MountPropagation::Slave => MsFlags::MS_SLAVE,
+        MountPropagation::Shared => MsFlags::MS_SHARED,
+        MountPropagation::Unbindable => MsFlags::MS_UNBINDABLE,
+    };
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(|errno| MountError::Call {
+        op: "set propagation of",
+        path: path.into(),
         errno,
     })
 }
@@ -108,7 +124,10 @@ pub fn capture_sources(
     let root =
         sys::clone_tree(&plan.rootfs, true).map_err(sys_err("capture root", &plan.rootfs))?;
     let root_flags = MountFlags {
-        readonly: plan.rootfs_readonly,
+        propagation: None,
+        // A bundle's root becomes read-only only after its mounts are
+        // made (their mount points may have to be created).
+        readonly: plan.rootfs_readonly && plan.mode == PlanMode::Step,
         nosuid: true,
         nodev: true,
         noexec: false,
@@ -175,9 +194,20 @@ pub fn pivot_into_root(sources: &Sources) -> Result<(), MountError> {
     nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&sources.root))
         .map_err(|e| call("fchdir to new root", e))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| call("pivot_root", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| call("detach old root", e))?;
     nix::unistd::chdir("/").map_err(|e| call("chdir", e))?;
     Ok(())
+}
+
+/// Detach the old root, stacked on top of the new one by `pivot_root(".",
+/// ".")`. Until then it keeps the host's /proc in this mount namespace,
+/// which the kernel requires before a new proc or sysfs may be mounted in
+/// a user namespace (a fully visible instance must exist).
+pub fn detach_old_root() -> Result<(), MountError> {
+    umount2("/", MntFlags::MNT_DETACH).map_err(|errno| MountError::Call {
+        op: "detach old root",
+        path: "/".into(),
+        errno,
+    })
 }
 
 /// Make the plan's mounts inside the new root, in the order given.
@@ -207,6 +237,9 @@ pub fn mount_all(
                         source,
                     }
                 })?;
+                if let Some(p) = m.flags.propagation {
+                    set_propagation(&m.destination, p, true)?;
+                }
             }
             MountKind::Fs { .. } => mount_fs(m)?,
         }
@@ -371,4 +404,98 @@ pub fn mount_secrets(secrets: &[crate::spec::Secret]) -> Result<(), MountError> 
         None::<&str>,
     )
     .map_err(fail)
+}
+
+/// Make a bundle's root read-only once its mounts are made
+/// (`root.readonly`).
+pub fn finish_root(plan: &LaunchPlan, sources: &Sources) -> Result<(), MountError> {
+    if plan.mode == PlanMode::Bundle && plan.rootfs_readonly {
+        sys::mount_setattr(sources.root.as_fd(), false, attr::RDONLY, 0, None).map_err(
+            |source| MountError::Sys {
+                what: "make read-only",
+                path: "/".into(),
+                source,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// `linux.maskedPaths`: a directory gets an empty read-only tmpfs, a file
+/// the container's /dev/null; a path that does not exist is skipped.
+pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
+    for p in paths {
+        let Ok(meta) = fs::symlink_metadata(p) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            // Never follow a link out of the masked path.
+            continue;
+        }
+        let result = if meta.is_dir() {
+            mount(
+                Some("tmpfs"),
+                p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=0555"),
+            )
+        } else {
+            mount(
+                Some("/dev/null"),
+                p,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+        };
+        result.map_err(|errno| MountError::Call {
+            op: "mask",
+            path: p.clone(),
+            errno,
+        })?;
+    }
+    Ok(())
+}
+
+/// `linux.readonlyPaths`: each path bound onto itself, read-only; a path
+/// that does not exist is skipped.
+pub fn readonly_paths(paths: &[PathBuf]) -> Result<(), MountError> {
+    for p in paths {
+        match fs::symlink_metadata(p) {
+            Ok(m) if !m.file_type().is_symlink() => {}
+            _ => continue,
+        }
+        let fd = sys::clone_tree(p, true).map_err(|source| MountError::Sys {
+            what: "capture read-only path",
+            path: p.clone(),
+            source,
+        })?;
+        sys::mount_setattr(
+            fd.as_fd(),
+            true,
+            attr::RDONLY | attr::NOSUID | attr::NODEV,
+            0,
+            None,
+        )
+        .and_then(|()| sys::attach_mount(fd.as_fd(), p))
+        .map_err(|source| MountError::Sys {
+            what: "make read-only",
+            path: p.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// `linux.sysctl`: written through the container's own /proc/sys.
+pub fn write_sysctls(list: &[(String, String)]) -> Result<(), MountError> {
+    for (k, v) in list {
+        let path = Path::new("/proc/sys").join(k.replace('.', "/"));
+        fs::write(&path, v).map_err(|source| MountError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }

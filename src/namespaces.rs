@@ -18,6 +18,11 @@ pub enum NamespaceError {
         name: String,
         errno: nix::errno::Errno,
     },
+    #[error("join namespace {path}: {message}")]
+    Join {
+        path: std::path::PathBuf,
+        message: String,
+    },
     #[error("bring up loopback: {0}")]
     Loopback(sys::SysError),
 }
@@ -96,4 +101,37 @@ pub fn set_hostname(name: &str) -> Result<(), NamespaceError> {
 
 pub fn loopback_up() -> Result<(), NamespaceError> {
     sys::loopback_up().map_err(NamespaceError::Loopback)
+}
+
+/// Enter existing namespaces (`linux.namespaces[].path`) in this process.
+pub fn join_all(
+    list: &[(oci_spec::runtime::LinuxNamespaceType, std::path::PathBuf)],
+) -> Result<(), NamespaceError> {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    for (typ, path) in list {
+        let flag = match typ {
+            T::Pid => CloneFlags::CLONE_NEWPID,
+            T::Network => CloneFlags::CLONE_NEWNET,
+            T::Ipc => CloneFlags::CLONE_NEWIPC,
+            T::Uts => CloneFlags::CLONE_NEWUTS,
+            T::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+            T::User => CloneFlags::CLONE_NEWUSER,
+            T::Mount => CloneFlags::CLONE_NEWNS,
+            other => {
+                return Err(NamespaceError::Join {
+                    path: path.clone(),
+                    message: format!("{other:?} namespaces cannot be joined"),
+                })
+            }
+        };
+        let f = std::fs::File::open(path).map_err(|e| NamespaceError::Join {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        nix::sched::setns(f, flag).map_err(|e| NamespaceError::Join {
+            path: path.clone(),
+            message: format!("setns: {}", e.desc()),
+        })?;
+    }
+    Ok(())
 }

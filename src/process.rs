@@ -68,18 +68,26 @@ fn try_exec(args: &[String], env: &[String]) -> Result<std::convert::Infallible,
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(crate::spec::DEFAULT_PATH);
+    // Look the command up first (as runc and execvp callers do), so that
+    // one execve is made, not one per PATH entry: each attempt would be
+    // an audit record.
     let mut denied = None;
     for dir in path_var.split(':') {
         let dir = if dir.is_empty() { "." } else { dir };
-        let candidate = cstring(&format!("{dir}/{cmd}"), "the command")?;
-        match nix::unistd::execve(&candidate, &argv, &envp).unwrap_err() {
-            Errno::ENOENT | Errno::ENOTDIR => continue,
-            Errno::EACCES => {
-                denied.get_or_insert(format!("{dir}/{cmd}"));
-                continue;
-            }
-            errno => return Err(failure(&format!("{dir}/{cmd}"), errno, None)),
+        let candidate = format!("{dir}/{cmd}");
+        let Ok(meta) = std::fs::metadata(&candidate) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
         }
+        if nix::unistd::access(candidate.as_str(), nix::unistd::AccessFlags::X_OK).is_err() {
+            denied.get_or_insert(candidate);
+            continue;
+        }
+        let path = cstring(&candidate, "the command")?;
+        let errno = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
+        return Err(failure(&candidate, errno, None));
     }
     Err(match denied {
         Some(p) => failure(&p, Errno::EACCES, None),
@@ -107,4 +115,14 @@ fn failure(cmd: &str, errno: Errno, path: Option<&str>) -> ExecFailure {
         exit_code,
         message: format!("cannot execute {cmd:?}: {hint}"),
     }
+}
+
+/// Apply one `process.rlimits` entry to this process.
+pub fn set_rlimit(r: &crate::spec::Rlimit) -> Result<(), String> {
+    crate::sys::set_rlimit(r.resource, r.soft, r.hard).map_err(|e| {
+        format!(
+            "resource {}: soft {} hard {}: {e}",
+            r.resource, r.soft, r.hard
+        )
+    })
 }

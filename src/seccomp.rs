@@ -103,6 +103,18 @@ pub fn compile(
     source_name: &str,
     granted_caps: &[String],
 ) -> Result<Vec<CompiledFilter>, SeccompError> {
+    compile_skipping(text, source_name, granted_caps, &|_| false)
+}
+
+/// As [`compile`], leaving out the syscall names for which `skip` is true
+/// (an engine's profile names the calls of every architecture; libseccomp
+/// ignores those this one lacks, and so does buildcell for bundles).
+pub fn compile_skipping(
+    text: &str,
+    source_name: &str,
+    granted_caps: &[String],
+    skip: &dyn Fn(&str) -> bool,
+) -> Result<Vec<CompiledFilter>, SeccompError> {
     let invalid = |path: String, message: String| SeccompError::Invalid {
         source_name: source_name.to_string(),
         path,
@@ -200,6 +212,9 @@ pub fn compile(
         }
         let names = rule.names.iter().chain(rule.name.iter());
         for (ni, name) in names.enumerate() {
+            if skip(name) {
+                continue;
+            }
             first_mention
                 .entry(name.clone())
                 .or_insert_with(|| format!("syscalls[{ri}].names[{ni}]"));

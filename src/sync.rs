@@ -63,6 +63,9 @@ pub enum Message {
     /// Child → parent: the exec-audit listener (fd attached); the parent
     /// must serve it from now on, the user process's exec waits on it.
     Listening,
+    /// Child → parent: a bundle's init is set up and waits for `start`;
+    /// the exec-audit listener is attached when the plan audits execs.
+    Ready,
     /// Child → parent: a setup step failed. `exit_code` is what buildcell
     /// exits with (125 own error, 126 cannot execute, 127 not found).
     Failed {
@@ -79,6 +82,7 @@ impl Message {
             Message::IdmapRequest { .. } => "IdmapRequest",
             Message::IdmapDone => "IdmapDone",
             Message::Listening => "Listening",
+            Message::Ready => "Ready",
             Message::Failed { .. } => "Failed",
         }
     }
@@ -260,6 +264,37 @@ impl ParentEnd {
         }
     }
 
+    /// Wait until a bundle's init is ready (its listener, if any) or
+    /// failed.
+    pub fn wait_ready(&self) -> Result<Result<Option<OwnedFd>, SetupOutcome>, SyncError> {
+        match self.0.recv()? {
+            None => Ok(Err(SetupOutcome::Executed)),
+            Some((Message::Ready, mut fds)) => match (fds.pop(), fds.is_empty()) {
+                (fd, true) => Ok(Ok(fd)),
+                (_, false) => Err(SyncError::FdCount {
+                    expected: 1,
+                    got: fds.len() + 1,
+                }),
+            },
+            Some((
+                Message::Failed {
+                    step,
+                    message,
+                    exit_code,
+                },
+                _,
+            )) => Ok(Err(SetupOutcome::Failed {
+                step,
+                message,
+                exit_code,
+            })),
+            Some((other, _)) => Err(SyncError::Unexpected {
+                expected: "Ready or Failed",
+                received: other.name().into(),
+            }),
+        }
+    }
+
     /// After the step: the exec failure the user process reported, if any
     /// (non-blocking; the channel is closed by then).
     pub fn take_failure(&self) -> Option<(String, String, i32)> {
@@ -310,6 +345,12 @@ impl ChildEnd {
     /// Hand the exec-audit listener to the parent.
     pub fn listening(&self, listener: &OwnedFd) -> Result<(), SyncError> {
         self.0.send(&Message::Listening, &[listener.as_raw_fd()])
+    }
+
+    /// A bundle's init is ready; `listener` is its exec-audit listener.
+    pub fn ready(&self, listener: Option<&OwnedFd>) -> Result<(), SyncError> {
+        let fds: Vec<RawFd> = listener.iter().map(|l| l.as_raw_fd()).collect();
+        self.0.send(&Message::Ready, &fds)
     }
 
     pub fn failed(&self, step: &str, message: &str, exit_code: i32) {

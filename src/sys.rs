@@ -229,6 +229,20 @@ pub fn own_received_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// `setrlimit(2)` for a resource given by number (`process.rlimits`).
+pub fn set_rlimit(resource: i32, soft: u64, hard: u64) -> nix::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid rlimit struct on the stack for the duration
+    // of the call; an unknown resource number makes the kernel return
+    // EINVAL, nothing else.
+    #[allow(clippy::unnecessary_cast)]
+    let rc = unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &lim) };
+    nix::errno::Errno::result(rc).map(|_| ())
+}
+
 /// Restore the default disposition of `sig`.
 pub fn default_signal(sig: nix::sys::signal::Signal) -> nix::Result<()> {
     use nix::sys::signal::{signal, SigHandler};

@@ -56,6 +56,20 @@ pub enum IdMapPlan {
     /// Host root: 0..65535 inside = `start..start+65535` outside, written
     /// directly.
     HostRoot { uid_start: u32, gid_start: u32 },
+    /// The maps a bundle's config.json gives (`linux.uidMappings`,
+    /// `gidMappings`): `(inside, outside, count)` triples, written directly
+    /// by root, through newuidmap/newgidmap otherwise.
+    Explicit {
+        uid: Vec<(u32, u32, u32)>,
+        gid: Vec<(u32, u32, u32)>,
+    },
+}
+
+fn triples_text(t: &[(u32, u32, u32)], sep: &str) -> String {
+    t.iter()
+        .map(|(i, o, c)| format!("{i} {o} {c}"))
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 impl IdMapPlan {
@@ -126,6 +140,7 @@ impl IdMapPlan {
                     format!("0 {gid} 1; 1 {} {}", subgid.start, rest(subgid)),
                 )
             }
+            IdMapPlan::Explicit { uid, gid } => (triples_text(uid, "; "), triples_text(gid, "; ")),
         }
     }
 
@@ -144,6 +159,9 @@ impl IdMapPlan {
                 "host root: mapping 0..{} -> {uid_start}.. (container root is not host root)",
                 RANGE_SIZE - 1
             ),
+            IdMapPlan::Explicit { uid, .. } => {
+                format!("the bundle's maps: uid {}", triples_text(uid, ", "))
+            }
         }
     }
 
@@ -173,6 +191,22 @@ impl IdMapPlan {
                 run_helper(newuidmap, pid, *uid, *subuid)?;
                 run_helper(newgidmap, pid, *gid, *subgid)
             }
+            IdMapPlan::Explicit { uid, gid } => {
+                if nix::unistd::geteuid().is_root() {
+                    write_proc(pid, "uid_map", &(triples_text(uid, "\n") + "\n"))?;
+                    write_proc(pid, "gid_map", &(triples_text(gid, "\n") + "\n"))
+                } else {
+                    let helper = |name: &str| {
+                        find_helper(name).ok_or_else(|| UsernsError::Helper {
+                            helper: name.into(),
+                            args: String::new(),
+                            detail: "not found; install the uidmap package".into(),
+                        })
+                    };
+                    run_helper_args(&helper("newuidmap")?, pid, uid)?;
+                    run_helper_args(&helper("newgidmap")?, pid, gid)
+                }
+            }
         }
     }
 }
@@ -184,15 +218,18 @@ fn write_proc(pid: i32, file: &str, content: &str) -> Result<(), UsernsError> {
 
 fn run_helper(helper: &Path, pid: i32, own: u32, range: SubRange) -> Result<(), UsernsError> {
     let rest = range.count.min(RANGE_SIZE - 1);
-    let args = vec![
-        pid.to_string(),
-        "0".into(),
-        own.to_string(),
-        "1".into(),
-        "1".into(),
-        range.start.to_string(),
-        rest.to_string(),
-    ];
+    run_helper_args(helper, pid, &[(0, own, 1), (1, range.start, rest)])
+}
+
+fn run_helper_args(
+    helper: &Path,
+    pid: i32,
+    triples: &[(u32, u32, u32)],
+) -> Result<(), UsernsError> {
+    let mut args = vec![pid.to_string()];
+    for (i, o, c) in triples {
+        args.extend([i.to_string(), o.to_string(), c.to_string()]);
+    }
     let err = |detail: String| UsernsError::Helper {
         helper: helper.display().to_string(),
         args: args.join(" "),

@@ -126,6 +126,11 @@ impl AuditLog {
         Ok(log)
     }
 
+    /// The log's file descriptor (kept open across the supervisor's fork).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.file)
+    }
+
     /// Secrets to keep out of every exec record from now on.
     pub fn set_redactor(&mut self, redact: Redactor) {
         self.redact = redact;

@@ -51,6 +51,23 @@ struct Attempt {
 
 /// Serve `listener` until the sandbox's init exits; forward signals to it.
 pub fn run(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> Outcome {
+    serve(listener, init, sfd, log, false)
+}
+
+/// The supervisor of a container that `create` left running: it is not
+/// the init's parent (the engine's monitor is), forwards no signal, and
+/// serves until no task uses the filter any more.
+pub fn run_detached(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> Outcome {
+    serve(listener, init, sfd, log, true)
+}
+
+fn serve(
+    listener: OwnedFd,
+    init: Pid,
+    sfd: &SignalFd,
+    log: &mut AuditLog,
+    detached: bool,
+) -> Outcome {
     let mut s = Supervisor {
         listener: Some(listener),
         log,
@@ -61,7 +78,7 @@ pub fn run(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> 
         maps: None,
     };
     let mut exit_code = None;
-    while exit_code.is_none() {
+    while exit_code.is_none() && !(detached && s.listener.is_none() && s.traced.is_empty()) {
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         if let Some(l) = &s.listener {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
@@ -89,7 +106,9 @@ pub fn run(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> 
                 if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
                     if sig == Signal::SIGCHLD {
                         child_event = true;
-                    } else if reaper::should_forward(info.ssi_code, info.ssi_pid, false) {
+                    } else if !detached
+                        && reaper::should_forward(info.ssi_code, info.ssi_pid, false)
+                    {
                         let _ = kill(init, sig);
                     }
                 }
@@ -98,7 +117,12 @@ pub fn run(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> 
         // Exec stops, signal stops and exits all raise SIGCHLD: wait only
         // then (one wait4 less per notification).
         if child_event {
-            exit_code = s.reap();
+            let init_code = s.reap();
+            // Detached, the init's exit is its monitor's to report; the
+            // supervisor goes on while any task still uses the filter.
+            if !detached {
+                exit_code = init_code;
+            }
         }
     }
     Outcome {

@@ -177,6 +177,59 @@ pub fn step_spec(req: &StepRequest) -> Result<Spec, SpecError> {
     serde_json::from_value(spec).map_err(|e| SpecError::Deserialize(e.to_string()))
 }
 
+/// The config.json `buildcell spec` writes: ready for a rootless caller
+/// (a user namespace mapping only the caller's ids to root, no host
+/// device nodes created, no cgroup writes), and just as valid as root.
+pub fn default_bundle_spec(uid: u32, gid: u32) -> serde_json::Value {
+    let caps = STEP_CAPABILITIES;
+    json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": [format!("PATH={DEFAULT_PATH}"), "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "buildcell",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=1777"]}
+        ],
+        "linux": {
+            "uidMappings": [{"containerID": 0, "hostID": uid, "size": 1}],
+            "gidMappings": [{"containerID": 0, "hostID": gid, "size": 1}],
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"},
+                {"type": "mount"}, {"type": "user"}, {"type": "cgroup"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    })
+}
+
 /// Flags a mount gets, from its options.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MountFlags {
@@ -184,6 +237,8 @@ pub struct MountFlags {
     pub nosuid: bool,
     pub nodev: bool,
     pub noexec: bool,
+    /// A propagation to set on the mount after it is attached.
+    pub propagation: Option<MountPropagation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,9 +283,39 @@ pub struct ProcessPlan {
     pub env: Vec<String>,
     pub cwd: PathBuf,
     pub no_new_privileges: bool,
-    /// The bounding set; the permitted and effective sets of root after exec
-    /// follow from it. Inheritable and ambient stay empty.
-    pub capabilities: Vec<caps::Capability>,
+    /// The five capability sets the process gets.
+    pub caps: CapSets,
+    pub user: UserPlan,
+    pub rlimits: Vec<Rlimit>,
+    pub terminal: bool,
+    pub oom_score_adj: Option<i32>,
+}
+
+/// The capability sets of the user process (`process.capabilities`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapSets {
+    pub bounding: Vec<caps::Capability>,
+    pub effective: Vec<caps::Capability>,
+    pub permitted: Vec<caps::Capability>,
+    pub inheritable: Vec<caps::Capability>,
+    pub ambient: Vec<caps::Capability>,
+}
+
+/// Who the user process runs as (`process.user`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserPlan {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+}
+
+/// One `process.rlimits` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: i32,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// A validated spec: everything the launcher needs, nothing left to check.
@@ -242,14 +327,46 @@ pub struct LaunchPlan {
     /// Device nodes bound from the host into `/dev` (when `/dev` is a tmpfs).
     pub devices: Vec<PathBuf>,
     pub namespaces: NamespacePlan,
+    /// Existing namespaces to join (`linux.namespaces[].path`); the
+    /// launcher enters them before `clone`.
+    pub join: Vec<(LinuxNamespaceType, PathBuf)>,
     pub hostname: Option<String>,
+    pub domainname: Option<String>,
     pub process: ProcessPlan,
     pub seccomp: Vec<CompiledFilter>,
     /// Record every exec through the seccomp-notify supervisor.
     pub audit_exec: bool,
     /// Build secrets, written to a read-only tmpfs at /run/secrets.
     pub secrets: Vec<Secret>,
+    /// `linux.maskedPaths`: hidden (a read-only empty tmpfs for a directory,
+    /// /dev/null for a file).
+    pub masked_paths: Vec<PathBuf>,
+    /// `linux.readonlyPaths`: bound read-only onto themselves.
+    pub readonly_paths: Vec<PathBuf>,
+    /// `linux.sysctl`, written inside the container's namespaces.
+    pub sysctl: Vec<(String, String)>,
+    /// `linux.rootfsPropagation` (default: rslave, as runc).
+    pub rootfs_propagation: MountPropagation,
+    /// How the container is started: `step` forks the user process from a
+    /// reaping pid 1; a bundle's init becomes the user process itself.
+    pub mode: PlanMode,
     pub verbose: bool,
+}
+
+/// See [`LaunchPlan::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanMode {
+    Step,
+    Bundle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MountPropagation {
+    Private,
+    #[default]
+    Slave,
+    Shared,
+    Unbindable,
 }
 
 /// The devices every container gets (as runc does).
@@ -262,17 +379,35 @@ pub const DEFAULT_DEVICES: [&str; 6] = [
     "/dev/tty",
 ];
 
-/// Validate `spec` into a plan.
+/// Validate the embedded `step` spec into a plan.
 pub fn plan(
     spec: &Spec,
     seccomp: Vec<CompiledFilter>,
     verbose: bool,
 ) -> Result<LaunchPlan, SpecError> {
+    plan_in(spec, None, seccomp, verbose)
+}
+
+/// Validate `spec` into a plan. `bundle` is the bundle directory for a
+/// config.json (relative root paths resolve against it); `None` for `step`.
+pub fn plan_in(
+    spec: &Spec,
+    bundle: Option<&Path>,
+    seccomp: Vec<CompiledFilter>,
+    verbose: bool,
+) -> Result<LaunchPlan, SpecError> {
+    let mode = match bundle {
+        Some(_) => PlanMode::Bundle,
+        None => PlanMode::Step,
+    };
     let root = spec
         .root()
         .as_ref()
         .ok_or_else(|| field("root", "missing; a container needs a root filesystem"))?;
-    let rootfs = root.path().clone();
+    let rootfs = match bundle {
+        Some(b) => b.join(root.path()),
+        None => root.path().clone(),
+    };
     if !rootfs.is_absolute() {
         return Err(field(
             "root.path",
@@ -285,36 +420,77 @@ pub fn plan(
     if !rootfs.is_dir() {
         return Err(field(
             "root.path",
-            format!("{} is not a directory", rootfs.display()),
+            format!(
+                "{} is not a directory (missing rootfs?); create it or fix root.path",
+                rootfs.display()
+            ),
         ));
     }
 
     let mut mounts = Vec::new();
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        mounts.push(plan_mount(i, m)?);
+        mounts.push(plan_mount(i, m, bundle)?);
     }
-    let devices = if mounts.iter().any(|m| {
+    let dev_tmpfs = mounts.iter().any(|m| {
         m.destination == Path::new("/dev")
             && matches!(&m.kind, MountKind::Fs { fstype, .. } if fstype == "tmpfs")
-    }) {
-        DEFAULT_DEVICES.iter().map(PathBuf::from).collect()
-    } else {
-        Vec::new()
-    };
-
+    });
     let linux = spec
         .linux()
         .as_ref()
         .ok_or_else(|| field("linux", "missing"))?;
-    let mut ns = NamespacePlan::default();
-    for (i, n) in linux.namespaces().iter().flatten().enumerate() {
-        if n.path().is_some() {
-            return Err(field(
-                format!("linux.namespaces[{i}].path"),
-                "joining an existing namespace is not supported yet; remove the path to get a new one",
-            ));
+    let mut devices: Vec<PathBuf> = Vec::new();
+    if dev_tmpfs {
+        devices.extend(DEFAULT_DEVICES.iter().map(PathBuf::from));
+        for (i, d) in linux.devices().iter().flatten().enumerate() {
+            let path = d.path().clone();
+            if !path.starts_with("/dev")
+                || path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(field(
+                    format!("linux.devices[{i}].path"),
+                    format!("{} is not under /dev", path.display()),
+                ));
+            }
+            if !path.exists() {
+                return Err(field(
+                    format!("linux.devices[{i}].path"),
+                    format!(
+                        "{} does not exist on the host; buildcell binds device nodes from the host",
+                        path.display()
+                    ),
+                ));
+            }
+            if !devices.contains(&path) {
+                devices.push(path);
+            }
         }
-        match n.typ() {
+    }
+
+    let mut ns = NamespacePlan::default();
+    let mut join = Vec::new();
+    for (i, n) in linux.namespaces().iter().flatten().enumerate() {
+        let typ = n.typ();
+        if let Some(path) = n.path() {
+            if mode == PlanMode::Step {
+                return Err(field(
+                    format!("linux.namespaces[{i}].path"),
+                    "joining an existing namespace is not supported for a step",
+                ));
+            }
+            if matches!(typ, LinuxNamespaceType::User | LinuxNamespaceType::Mount) {
+                return Err(field(
+                    format!("linux.namespaces[{i}].path"),
+                    format!("joining an existing {typ:?} namespace is not supported; remove the path to get a new one"),
+                ));
+            }
+            check_namespace_file(i, typ, path)?;
+            join.push((typ, path.clone()));
+            continue;
+        }
+        match typ {
             LinuxNamespaceType::User => ns.user = true,
             LinuxNamespaceType::Mount => ns.mount = true,
             LinuxNamespaceType::Pid => ns.pid = true,
@@ -330,12 +506,16 @@ pub fn plan(
             }
         }
     }
-    for (set, name) in [(ns.user, "user"), (ns.mount, "mount"), (ns.pid, "pid")] {
+    let required: &[(bool, &str)] = match mode {
+        PlanMode::Step => &[(ns.user, "user"), (ns.mount, "mount"), (ns.pid, "pid")],
+        PlanMode::Bundle => &[(ns.mount, "mount")],
+    };
+    for (set, name) in required {
         if !set {
             return Err(field(
                 "linux.namespaces",
                 format!(
-                    "a new {name} namespace is required: buildcell never runs a step in the host's"
+                    "a new {name} namespace is required: buildcell never runs a container in the host's"
                 ),
             ));
         }
@@ -345,30 +525,53 @@ pub fn plan(
         .process()
         .as_ref()
         .ok_or_else(|| field("process", "missing; nothing to run"))?;
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() {
-        return Err(field("process.args", "empty; give the command to run"));
-    }
-    if !process.cwd().is_absolute() {
-        return Err(field(
-            "process.cwd",
-            format!("{} is not absolute", process.cwd().display()),
-        ));
-    }
-    let mut capabilities = Vec::new();
-    if let Some(c) = process.capabilities() {
-        for cap in c.bounding().iter().flatten() {
-            let name = format!("CAP_{cap}");
-            let parsed = name.parse::<caps::Capability>().map_err(|_| {
-                field(
-                    "process.capabilities.bounding",
-                    format!("{name} is not a capability this kernel interface knows"),
-                )
-            })?;
-            capabilities.push(parsed);
+    let process = plan_process(process, "process")?;
+
+    let mut sysctl: Vec<(String, String)> = linux
+        .sysctl()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    sysctl.sort();
+    for (k, _) in &sysctl {
+        if k.is_empty() || k.contains("..") || k.starts_with('/') || k.starts_with('.') {
+            return Err(field(format!("linux.sysctl.{k}"), "not a sysctl name"));
         }
     }
-    capabilities.sort_by_key(|c| c.index());
+    let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") | Some("slave") | Some("rslave") => MountPropagation::Slave,
+        Some("private") | Some("rprivate") => MountPropagation::Private,
+        Some("shared") | Some("rshared") => MountPropagation::Shared,
+        Some("unbindable") | Some("runbindable") => MountPropagation::Unbindable,
+        Some(other) => {
+            return Err(field(
+                "linux.rootfsPropagation",
+                format!("{other:?} is not one of shared, slave, private, unbindable"),
+            ))
+        }
+    };
+    let paths = |list: &Option<Vec<String>>, name: &str| -> Result<Vec<PathBuf>, SpecError> {
+        list.iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, p)| {
+                let path = PathBuf::from(p);
+                if !path.is_absolute()
+                    || path
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir)
+                {
+                    Err(field(
+                        format!("linux.{name}[{i}]"),
+                        format!("{p} is not an absolute path without `..`"),
+                    ))
+                } else {
+                    Ok(path)
+                }
+            })
+            .collect()
+    };
 
     Ok(LaunchPlan {
         rootfs,
@@ -376,22 +579,157 @@ pub fn plan(
         mounts,
         devices,
         namespaces: ns,
+        join,
         hostname: spec.hostname().clone(),
-        process: ProcessPlan {
-            args,
-            env: process.env().clone().unwrap_or_default(),
-            cwd: process.cwd().clone(),
-            no_new_privileges: process.no_new_privileges().unwrap_or(false),
-            capabilities,
-        },
+        domainname: spec.domainname().clone(),
+        process,
         seccomp,
         audit_exec: true,
         secrets: Vec::new(),
+        masked_paths: paths(linux.masked_paths(), "maskedPaths")?,
+        readonly_paths: paths(linux.readonly_paths(), "readonlyPaths")?,
+        sysctl,
+        rootfs_propagation,
+        mode,
         verbose,
     })
 }
 
-fn plan_mount(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountPlan, SpecError> {
+/// A namespace path must name a namespace file of the right type.
+fn check_namespace_file(i: usize, typ: LinuxNamespaceType, path: &Path) -> Result<(), SpecError> {
+    let f = format!("linux.namespaces[{i}].path");
+    let meta =
+        std::fs::metadata(path).map_err(|e| field(&f, format!("{}: {e}", path.display())))?;
+    // nsfs files live on their own filesystem (NSFS_MAGIC); a bind-mounted
+    // namespace file keeps it. Anything else is not a namespace.
+    let st = nix::sys::statfs::statfs(path)
+        .map_err(|e| field(&f, format!("{}: {e}", path.display())))?;
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    #[allow(clippy::unnecessary_cast)]
+    if st.filesystem_type().0 as i64 != NSFS_MAGIC || meta.is_dir() {
+        return Err(field(
+            &f,
+            format!("{} is not a {typ:?} namespace file", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Validate an OCI `process` object (config.json's, or `exec --process`).
+/// `at` is the JSON path used in messages.
+pub fn plan_process(
+    process: &oci_spec::runtime::Process,
+    at: &str,
+) -> Result<ProcessPlan, SpecError> {
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(field(
+            format!("{at}.args"),
+            "empty; give the command to run",
+        ));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(field(
+            format!("{at}.cwd"),
+            format!("{} is not absolute", process.cwd().display()),
+        ));
+    }
+    let mut caps = CapSets::default();
+    if let Some(c) = process.capabilities() {
+        let conv = |set: &Option<oci_spec::runtime::Capabilities>, name: &str| {
+            let mut out = Vec::new();
+            for cap in set.iter().flatten() {
+                let text = format!("CAP_{cap}");
+                let parsed = text.parse::<caps::Capability>().map_err(|_| {
+                    field(
+                        format!("{at}.capabilities.{name}"),
+                        format!("{text} is not a capability this kernel interface knows"),
+                    )
+                })?;
+                out.push(parsed);
+            }
+            out.sort_by_key(|c| c.index());
+            Ok::<_, SpecError>(out)
+        };
+        caps.bounding = conv(c.bounding(), "bounding")?;
+        caps.effective = conv(c.effective(), "effective")?;
+        caps.permitted = conv(c.permitted(), "permitted")?;
+        caps.inheritable = conv(c.inheritable(), "inheritable")?;
+        caps.ambient = conv(c.ambient(), "ambient")?;
+    }
+    let mut rlimits = Vec::new();
+    for (i, r) in process.rlimits().iter().flatten().enumerate() {
+        let name = r.typ().to_string();
+        let resource = rlimit_number(&name).ok_or_else(|| {
+            field(
+                format!("{at}.rlimits[{i}].type"),
+                format!("{name} is not known"),
+            )
+        })?;
+        if r.soft() > r.hard() {
+            return Err(field(
+                format!("{at}.rlimits[{i}]"),
+                format!(
+                    "soft limit {} is above the hard limit {}",
+                    r.soft(),
+                    r.hard()
+                ),
+            ));
+        }
+        rlimits.push(Rlimit {
+            resource,
+            soft: r.soft(),
+            hard: r.hard(),
+        });
+    }
+    let u = process.user();
+    Ok(ProcessPlan {
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd: process.cwd().clone(),
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        caps,
+        user: UserPlan {
+            uid: u.uid(),
+            gid: u.gid(),
+            additional_gids: u.additional_gids().clone().unwrap_or_default(),
+            umask: u.umask(),
+        },
+        rlimits,
+        terminal: process.terminal().unwrap_or(false),
+        oom_score_adj: process.oom_score_adj(),
+    })
+}
+
+fn rlimit_number(name: &str) -> Option<i32> {
+    use libc::*;
+    #[allow(clippy::unnecessary_cast)]
+    Some(match name {
+        "RLIMIT_CPU" => RLIMIT_CPU as i32,
+        "RLIMIT_FSIZE" => RLIMIT_FSIZE as i32,
+        "RLIMIT_DATA" => RLIMIT_DATA as i32,
+        "RLIMIT_STACK" => RLIMIT_STACK as i32,
+        "RLIMIT_CORE" => RLIMIT_CORE as i32,
+        "RLIMIT_RSS" => RLIMIT_RSS as i32,
+        "RLIMIT_NPROC" => RLIMIT_NPROC as i32,
+        "RLIMIT_NOFILE" => RLIMIT_NOFILE as i32,
+        "RLIMIT_MEMLOCK" => RLIMIT_MEMLOCK as i32,
+        "RLIMIT_AS" => RLIMIT_AS as i32,
+        "RLIMIT_LOCKS" => RLIMIT_LOCKS as i32,
+        "RLIMIT_SIGPENDING" => RLIMIT_SIGPENDING as i32,
+        "RLIMIT_MSGQUEUE" => RLIMIT_MSGQUEUE as i32,
+        "RLIMIT_NICE" => RLIMIT_NICE as i32,
+        "RLIMIT_RTPRIO" => RLIMIT_RTPRIO as i32,
+        "RLIMIT_RTTIME" => RLIMIT_RTTIME as i32,
+        _ => return None,
+    })
+}
+
+fn plan_mount(
+    i: usize,
+    m: &oci_spec::runtime::Mount,
+    bundle: Option<&Path>,
+) -> Result<MountPlan, SpecError> {
     let dest = m.destination().clone();
     if !dest.is_absolute() {
         return Err(field(
@@ -419,9 +757,23 @@ fn plan_mount(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountPlan, SpecE
             "nosuid" => flags.nosuid = true,
             "nodev" => flags.nodev = true,
             "noexec" => flags.noexec = true,
-            "suid" | "dev" | "exec" | "private" | "rprivate" | "relatime" | "strictatime" => {}
             "bind" => bind = Some(false),
             "rbind" => bind = Some(true),
+            // Propagation of a bind: every container mount is a slave of
+            // the host at most (the root is made rslave first); a private
+            // or slave request is therefore already met.
+            "private" | "rprivate" | "slave" | "rslave" => {}
+            "shared" | "rshared" | "unbindable" | "runbindable" => {
+                flags.propagation = Some(match o.trim_start_matches('r') {
+                    "shared" => MountPropagation::Shared,
+                    _ => MountPropagation::Unbindable,
+                })
+            }
+            // Accepted with the kernel's defaults (atime handling) or as
+            // no-ops that runc also accepts.
+            "suid" | "dev" | "exec" | "relatime" | "norelatime" | "strictatime" | "noatime"
+            | "nodiratime" | "defaults" | "async" | "sync" | "dirsync" | "tmpcopyup"
+            | "nosymfollow" => {}
             other if other.contains('=') || other == "newinstance" => data.push(other.to_string()),
             other => {
                 return Err(field(
@@ -433,10 +785,13 @@ fn plan_mount(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountPlan, SpecE
     }
     let typ = m.typ().clone().unwrap_or_default();
     let kind = if typ == "bind" || bind.is_some() {
-        let source = m
+        let mut source = m
             .source()
             .clone()
             .ok_or_else(|| field(format!("mounts[{i}].source"), "a bind mount needs a source"))?;
+        if let Some(b) = bundle {
+            source = b.join(source);
+        }
         if !source.exists() {
             return Err(field(
                 format!("mounts[{i}].source"),
@@ -448,6 +803,15 @@ fn plan_mount(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountPlan, SpecE
             source,
             recursive: bind.unwrap_or(true),
         }
+    } else if typ == "cgroup" || typ == "cgroup2" {
+        // The host's cgroup tree, read-only: a container never writes
+        // cgroup files (limits are set from outside).
+        flags.readonly = true;
+        MountKind::Bind {
+            source: PathBuf::from("/sys/fs/cgroup"),
+            recursive: true,
+            dir: true,
+        }
     } else {
         match typ.as_str() {
             "tmpfs" | "proc" | "devpts" | "mqueue" | "sysfs" => {}
@@ -455,8 +819,8 @@ fn plan_mount(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountPlan, SpecE
                 return Err(field(
                     format!("mounts[{i}].type"),
                     format!(
-                        "{other:?} is not supported (tmpfs, proc, devpts, mqueue, sysfs, bind)"
-                    ),
+                    "{other:?} is not supported (tmpfs, proc, devpts, mqueue, sysfs, cgroup, bind)"
+                ),
                 ))
             }
         }
@@ -507,7 +871,7 @@ mod tests {
         assert_eq!(p.rootfs, Path::new("/"));
         assert!(p.namespaces.net && p.namespaces.user && p.namespaces.pid);
         assert_eq!(p.devices.len(), 6);
-        assert_eq!(p.process.capabilities.len(), 3);
+        assert_eq!(p.process.caps.bounding.len(), 3);
         assert!(p.process.no_new_privileges);
         // --env overrides TERM, adds A; nothing else of the caller leaks.
         assert!(p.process.env.contains(&"TERM=dumb".to_string()));

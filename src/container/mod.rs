@@ -1,0 +1,663 @@
+//! The OCI container lifecycle behind runc's command line: `create`,
+//! `start`, `state`, `kill`, `delete`, `run`, `list`. Each operation is a
+//! short sequence over the state directory ([`state`]), the launcher and
+//! the audit supervisor; the CLI only parses flags and calls these.
+
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::audit::{self, log::AuditLog};
+use crate::error::Error;
+use crate::launch::{self, Gate, Timer};
+use crate::spec::{self, LaunchPlan};
+use crate::userns::IdMapPlan;
+use state::{ContainerDir, OciState, Saved, Status};
+
+mod syscalls {
+    include!(concat!(env!("OUT_DIR"), "/syscall_names.rs"));
+}
+use syscalls::X86_64 as X86_64_SYSCALLS;
+
+/// The OCI runtime spec version buildcell implements.
+pub const OCI_VERSION: &str = "1.2.0";
+
+fn usage(msg: impl Into<String>) -> Error {
+    Error::Usage(msg.into())
+}
+
+impl From<state::StateError> for Error {
+    fn from(e: state::StateError) -> Self {
+        Error::Usage(e.to_string())
+    }
+}
+
+/// `create`/`run` arguments.
+pub struct CreateArgs {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+}
+
+/// A bundle's config.json, parsed, with its SHA-256.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub spec: Spec,
+    pub sha256: String,
+}
+
+/// Read and parse `BUNDLE/config.json`; errors name the JSON path.
+pub fn load_bundle(dir: &Path) -> Result<Bundle, Error> {
+    let dir =
+        std::path::absolute(dir).map_err(|e| usage(format!("--bundle {}: {e}", dir.display())))?;
+    let path = dir.join("config.json");
+    let data = std::fs::read(&path).map_err(|e| {
+        usage(format!(
+            "{}: cannot read: {e}; give the bundle directory with --bundle",
+            path.display()
+        ))
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&data);
+    let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| {
+        usage(format!(
+            "{}: at {}: {}",
+            path.display(),
+            e.path(),
+            e.inner()
+        ))
+    })?;
+    let major = spec.version().split('.').next().unwrap_or("");
+    if major != "1" {
+        return Err(usage(format!(
+            "{}: ociVersion {:?} is not supported (buildcell implements {OCI_VERSION}); write a 1.x config",
+            path.display(),
+            spec.version()
+        )));
+    }
+    Ok(Bundle {
+        sha256: audit::sha256_hex(&data),
+        dir,
+        spec,
+    })
+}
+
+/// The validated plan of a bundle: its seccomp filters compiled.
+pub fn bundle_plan(b: &Bundle, verbose: bool) -> Result<LaunchPlan, Error> {
+    let caps: Vec<String> = b
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .map(|s| s.iter().map(|c| format!("CAP_{c}")).collect())
+        .unwrap_or_default();
+    let filters = match b.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(sc) => {
+            let text = serde_json::to_string(sc).map_err(|e| usage(e.to_string()))?;
+            crate::seccomp::compile_skipping(&text, "config.json linux.seccomp", &caps, &|n| {
+                X86_64_SYSCALLS.binary_search(&n).is_err()
+            })?
+        }
+        None => Vec::new(),
+    };
+    Ok(spec::plan_in(&b.spec, Some(&b.dir), filters, verbose)?)
+}
+
+/// The id maps a bundle asks for, when it asks for a user namespace.
+fn bundle_idmap(plan: &LaunchPlan, spec: &Spec) -> Result<Option<IdMapPlan>, Error> {
+    if !plan.namespaces.user {
+        return Ok(None);
+    }
+    let linux = spec.linux().as_ref();
+    let conv = |m: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<(u32, u32, u32)> {
+        m.into_iter()
+            .flatten()
+            .map(|m| (m.container_id(), m.host_id(), m.size()))
+            .collect()
+    };
+    let uid = conv(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = conv(linux.and_then(|l| l.gid_mappings().as_ref()));
+    if uid.is_empty() || gid.is_empty() {
+        return Err(usage(
+            "linux.uidMappings/gidMappings: a new user namespace needs both maps; add them to config.json",
+        ));
+    }
+    Ok(Some(IdMapPlan::Explicit { uid, gid }))
+}
+
+/// Status of a saved container, read from the kernel now.
+pub fn status_of(dir: &ContainerDir, saved: &Saved) -> Status {
+    if !state::init_alive(saved) {
+        return Status::Stopped;
+    }
+    if dir.fifo().exists() {
+        return Status::Created;
+    }
+    if state::proc_state(saved.oci.pid) == Some('T') && frozen(saved) {
+        return Status::Paused;
+    }
+    Status::Running
+}
+
+fn frozen(saved: &Saved) -> bool {
+    let _ = saved;
+    false
+}
+
+/// The state as `state` prints it: status and pid as of now.
+pub fn current(dir: &ContainerDir) -> Result<OciState, Error> {
+    let saved = dir.load()?;
+    let mut oci = saved.oci.clone();
+    oci.status = status_of(dir, &saved);
+    if oci.status == Status::Stopped {
+        oci.pid = 0;
+    }
+    Ok(oci)
+}
+
+/// Removes a half-created container's directory on error.
+struct DirGuard(Option<PathBuf>);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// `create` (foreground = false) and `run` (foreground = true).
+pub fn create(
+    root: &Path,
+    args: &CreateArgs,
+    foreground: bool,
+    verbose: bool,
+) -> Result<i32, Error> {
+    let timer = Timer::new(verbose);
+    state::check_id(&args.id)?;
+    let bundle = load_bundle(&args.bundle)?;
+    let plan = bundle_plan(&bundle, verbose)?;
+    if plan.process.terminal && args.console_socket.is_none() && !foreground {
+        return Err(usage(
+            "process.terminal is true but no --console-socket was given; pass one or set terminal to false",
+        ));
+    }
+    if plan.process.terminal && !foreground {
+        return Err(usage(
+            "process.terminal: terminals through --console-socket are not supported yet; run without a terminal",
+        ));
+    }
+    let idmap = bundle_idmap(&plan, &bundle.spec)?;
+    timer.log("config.json validated");
+
+    let dir = ContainerDir::create(root, &args.id)?;
+    let mut guard = DirGuard(Some(dir.dir.clone()));
+    let gate = if foreground {
+        Gate::Now
+    } else {
+        nix::unistd::mkfifo(&dir.fifo(), nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| usage(format!("{}: mkfifo: {e}", dir.fifo().display())))?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(dir.fifo())
+            .map_err(|e| usage(format!("{}: {e}", dir.fifo().display())))?;
+        Gate::Fifo(OwnedFd::from(f))
+    };
+
+    let annotations: BTreeMap<String, String> = bundle
+        .spec
+        .annotations()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut log = open_container_log(&args.id, &bundle, &idmap, &annotations)?;
+    let log_path = log.path().to_path_buf();
+
+    let created = launch::create(&plan, idmap.as_ref(), gate, |_pid| Ok(()), timer)?;
+    let pid = created.pid;
+    let mut kill_guard = KillGuard(Some(pid));
+
+    let owner = nix::unistd::geteuid().as_raw().to_string();
+    let saved = Saved {
+        oci: OciState {
+            oci_version: OCI_VERSION.into(),
+            id: args.id.clone(),
+            pid: pid.as_raw(),
+            status: Status::Created,
+            bundle: bundle.dir.clone(),
+            rootfs: plan.rootfs.clone(),
+            created: audit::record::now(),
+            owner,
+            annotations,
+        },
+        init_start_time: state::start_time(pid.as_raw()).unwrap_or(0),
+        cgroup: None,
+        audit_log: Some(log_path.clone()),
+        supervisor_pid: None,
+        config_sha256: bundle.sha256.clone(),
+    };
+
+    if foreground {
+        dir.save(&saved)?;
+        if let Some(p) = &args.pid_file {
+            write_pid_file(p, pid.as_raw())?;
+        }
+        kill_guard.0 = None;
+        // Like runc run: this process stays the init's parent, serves the
+        // audit listener and forwards signals until the container exits.
+        drop(dir);
+        let code = match created.listener {
+            Some(l) => {
+                let out = audit::supervisor::run(l, pid, &created.signals, &mut log);
+                if let Some(why) = out.audit_failure {
+                    let _ = log.finish(Some(out.exit_code));
+                    return Err(usage(format!("audit: {why}; the container was stopped")));
+                }
+                out.exit_code
+            }
+            None => crate::reaper::supervise(pid, &created.signals, false),
+        };
+        let failure = created.channel.take_failure();
+        let finished = log.finish(Some(code));
+        drop(guard);
+        if let Some((step, message, exit_code)) = failure {
+            return Err(Error::Child {
+                step,
+                message,
+                exit_code,
+            });
+        }
+        finished.map_err(|e| usage(e.to_string()))?;
+        return Ok(code);
+    }
+
+    let mut saved = saved;
+    if let Some(listener) = created.listener {
+        saved.supervisor_pid = Some(spawn_supervisor(listener, pid, &created.signals, log)?);
+    }
+    if let Some(p) = &args.pid_file {
+        write_pid_file(p, pid.as_raw())?;
+    }
+    dir.save(&saved)?;
+    kill_guard.0 = None;
+    guard.0 = None;
+    timer.log("created");
+    Ok(0)
+}
+
+/// Kills the init if `create` fails after the clone.
+struct KillGuard(Option<Pid>);
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+        }
+    }
+}
+
+/// Write the pid file atomically (the caller may read it at any time).
+fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
+    let tmp = path.with_extension("buildcell-tmp");
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| usage(format!("--pid-file {}: {e}", path.display())))
+}
+
+/// Create the audit log of an engine's container.
+fn open_container_log(
+    id: &str,
+    bundle: &Bundle,
+    idmap: &Option<IdMapPlan>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<AuditLog, Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = audit::default_log_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| usage(format!("audit log directory {}: {e}", dir.display())))?;
+    let short: String = id.chars().take(64).collect();
+    let path = dir.join(format!(
+        "{short}-{}-{}.log",
+        audit::record::now().replace(':', ""),
+        std::process::id()
+    ));
+    let key_path = audit::default_key_path();
+    let key = if key_path.exists() {
+        Some(audit::keys::load_signing(&key_path).map_err(|e| usage(format!("audit key: {e}")))?)
+    } else {
+        None
+    };
+    let (uid_map, gid_map) = match idmap {
+        Some(m) => m.map_text(),
+        None => {
+            let read = |f: &str| {
+                std::fs::read_to_string(format!("/proc/self/{f}"))
+                    .map(|s| {
+                        s.lines()
+                            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .unwrap_or_default()
+            };
+            (read("uid_map"), read("gid_map"))
+        }
+    };
+    let start = audit::record::Start {
+        buildcell_version: env!("CARGO_PKG_VERSION").into(),
+        container_id: id.into(),
+        bundle: Some(bundle.dir.display().to_string()),
+        config_sha256: bundle.sha256.clone(),
+        uid_map,
+        gid_map,
+        annotations: annotations.clone(),
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    AuditLog::create(
+        &path,
+        start,
+        key,
+        Default::default(),
+        crate::cli::DEFAULT_AUDIT_LIMIT,
+    )
+    .map_err(|e| usage(e.to_string()))
+}
+
+/// Start the container's audit supervisor as its own process: a new
+/// session, stdio on /dev/null (the engine's pipes must see EOF when the
+/// container ends), no fd but the listener, the log and its signals.
+fn spawn_supervisor(
+    listener: OwnedFd,
+    init: Pid,
+    signals: &nix::sys::signalfd::SignalFd,
+    mut log: AuditLog,
+) -> Result<i32, Error> {
+    match crate::sys::clone_fork(0) {
+        Err(e) => Err(usage(format!("start the audit supervisor: {e}"))),
+        Ok(Some(pid)) => Ok(pid),
+        Ok(None) => {
+            let _ = nix::unistd::setsid();
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                for fd in 0..3 {
+                    let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+                }
+            }
+            let keep = [
+                listener.as_raw_fd(),
+                log.raw_fd(),
+                std::os::fd::AsFd::as_fd(signals).as_raw_fd(),
+            ];
+            close_all_but(&keep);
+            let out = audit::supervisor::run_detached(listener, init, signals, &mut log);
+            let code = match out.audit_failure {
+                Some(_) => 1,
+                None => 0,
+            };
+            let _ = log.finish(None);
+            crate::sys::exit_now(code)
+        }
+    }
+}
+
+/// Close every fd above stdio except `keep`.
+fn close_all_but(keep: &[i32]) {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+/// `start`: let a created container's init exec the user process.
+pub fn start(root: &Path, id: &str) -> Result<i32, Error> {
+    let dir = ContainerDir::open(root, id)?;
+    let saved = dir.load()?;
+    let status = status_of(&dir, &saved);
+    if status != Status::Created {
+        return Err(usage(format!(
+            "cannot start container {id}: it is {status}, not created"
+        )));
+    }
+    let fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(dir.fifo())
+        .map_err(|e| {
+            usage(format!(
+                "cannot start container {id}: its init is gone ({e})"
+            ))
+        })?;
+    nix::unistd::write(&fifo, b"0").map_err(|e| usage(format!("start {id}: write: {e}")))?;
+    let _ = std::fs::remove_file(dir.fifo());
+    Ok(0)
+}
+
+/// `state`: the OCI state JSON.
+pub fn state(root: &Path, id: &str) -> Result<i32, Error> {
+    let dir = ContainerDir::open(root, id)?;
+    let oci = current(&dir)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&oci).map_err(|e| usage(e.to_string()))?
+    );
+    Ok(0)
+}
+
+/// Parse a signal given as a number, `KILL` or `SIGKILL`.
+pub fn parse_signal(text: &str) -> Result<Signal, Error> {
+    let bad = || {
+        usage(format!(
+            "invalid signal {text:?}: give a number or a name such as TERM"
+        ))
+    };
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().map_err(|_| bad())
+}
+
+/// Every process in the container: those sharing the init's pid namespace
+/// (or, without a pid namespace of its own, the init alone and its
+/// descendants are found through the cgroup once there is one).
+pub fn container_pids(saved: &Saved) -> Vec<i32> {
+    let init = saved.oci.pid;
+    let ns_of = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let Some(init_ns) = ns_of(init) else {
+        return Vec::new();
+    };
+    let own_ns = ns_of(std::process::id() as i32);
+    if Some(&init_ns) == own_ns.as_ref() {
+        return vec![init];
+    }
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .filter(|pid| ns_of(*pid).as_ref() == Some(&init_ns))
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// `kill [--all] ID SIGNAL`.
+pub fn kill(root: &Path, id: &str, signal: &str, all: bool) -> Result<i32, Error> {
+    let sig = parse_signal(signal)?;
+    let dir = ContainerDir::open(root, id)?;
+    let saved = dir.load()?;
+    if status_of(&dir, &saved) == Status::Stopped {
+        return Err(usage(format!("container {id} is not running")));
+    }
+    let targets = if all {
+        container_pids(&saved)
+    } else {
+        vec![saved.oci.pid]
+    };
+    for pid in targets {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+    }
+    Ok(0)
+}
+
+/// `delete [--force] ID`.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<i32, Error> {
+    let dir = match ContainerDir::open(root, id) {
+        Ok(d) => d,
+        Err(state::StateError::NotFound(_)) if force => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let saved = match dir.load() {
+        Ok(s) => s,
+        Err(_) if force => {
+            dir.remove()?;
+            return Ok(0);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = status_of(&dir, &saved);
+    match (status, force) {
+        (Status::Stopped, _) => {}
+        (Status::Created, _) | (_, true) => {
+            // A created container was never started: deleting it is how an
+            // engine gives up on it (runc kills it too).
+            for pid in container_pids(&saved) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            wait_gone(&saved);
+        }
+        (s, false) => {
+            return Err(usage(format!(
+                "cannot delete container {id}: it is {s}; stop it first or use --force"
+            )))
+        }
+    }
+    dir.remove()?;
+    Ok(0)
+}
+
+/// Wait (up to 5 s) until the init is gone.
+fn wait_gone(saved: &Saved) {
+    for _ in 0..500 {
+        if !state::init_alive(saved) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `list [--format table|json] [--quiet]`.
+pub fn list(root: &Path, json: bool, quiet: bool) -> Result<i32, Error> {
+    let mut all = Vec::new();
+    for id in state::list_ids(root) {
+        if let Ok(dir) = ContainerDir::open(root, &id) {
+            if let Ok(s) = current(&dir) {
+                all.push(s);
+            }
+        }
+    }
+    if quiet {
+        for s in &all {
+            println!("{}", s.id);
+        }
+    } else if json {
+        println!(
+            "{}",
+            serde_json::to_string(&all).map_err(|e| usage(e.to_string()))?
+        );
+    } else {
+        println!(
+            "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER",
+            "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+        );
+        for s in &all {
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} {:<32} {}",
+                s.id,
+                s.pid,
+                s.status,
+                s.bundle.display(),
+                s.created,
+                s.owner
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `features`: what this binary supports, as the OCI features document.
+pub fn features() -> String {
+    let caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
+    let f = serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": OCI_VERSION,
+        "hooks": [],
+        "mountOptions": [
+            "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "bind", "rbind",
+            "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
+            "runbindable", "relatime", "norelatime", "strictatime", "noatime", "nodiratime",
+            "defaults", "async", "sync", "dirsync", "tmpcopyup", "nosymfollow"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "capabilities": caps,
+            "cgroup": {"v1": false, "v2": false, "systemd": false, "systemdUser": false, "rdma": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": [
+                    "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD",
+                    "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"
+                ],
+                "operators": [
+                    "SCMP_CMP_EQ", "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_GT",
+                    "SCMP_CMP_GE", "SCMP_CMP_MASKED_EQ"
+                ],
+                "archs": ["SCMP_ARCH_X86_64"],
+                "knownFlags": [],
+                "supportedFlags": []
+            },
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false},
+            "intelRdt": {"enabled": false},
+            "mountExtensions": {"idmap": {"enabled": false}}
+        },
+        "annotations": {
+            "org.buildcell.audit.exec": "every execve/execveat is recorded before it runs",
+            "org.opencontainers.runc.checkpoint.enabled": "false"
+        }
+    });
+    serde_json::to_string_pretty(&f).unwrap_or_default()
+}

@@ -1,0 +1,298 @@
+//! Where a container's state lives between two calls of the runtime, and
+//! how a call finds it again by id alone.
+//!
+//! One directory per container under the state root (`--root`, else
+//! `/run/buildcell` as root, `$XDG_RUNTIME_DIR/buildcell` rootless):
+//! `state.json` (what `state` prints plus buildcell's own fields) and
+//! `exec.fifo` while the container is `created`. Calls on one id are
+//! serialised by an exclusive `flock` on the container's directory.
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("container {0} does not exist")]
+    NotFound(String),
+    #[error("container {0} already exists; choose another id or delete it first")]
+    Exists(String),
+    #[error("invalid container id {0:?}: use 1-1024 of A-Z a-z 0-9 _ + - . starting with a letter or digit (no `/`, no `..`)")]
+    BadId(String),
+    #[error("state of container {id}: {path}: {source}")]
+    Io {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state of container {id}: {path}: not a state file buildcell wrote ({source})")]
+    Corrupt {
+        id: String,
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// The state root to use when `--root` is not given, like runc: a
+/// rootless caller (not uid 0, or uid 0 inside a user namespace such as
+/// rootless podman's, with `XDG_RUNTIME_DIR` set) keeps state under its
+/// runtime dir.
+pub fn default_root() -> PathBuf {
+    let xdg = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty());
+    let rootless = !nix::unistd::geteuid().is_root() || !crate::userns::in_initial_userns();
+    match (rootless, xdg) {
+        (true, Some(dir)) => PathBuf::from(dir).join("buildcell"),
+        _ => PathBuf::from("/run/buildcell"),
+    }
+}
+
+/// Check a container id: it names a directory, so no `/`, no `..`.
+pub fn check_id(id: &str) -> Result<(), StateError> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c))
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && !id.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::BadId(id.into()))
+    }
+}
+
+/// Container status as the OCI runtime spec names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        };
+        f.pad(s)
+    }
+}
+
+/// What is saved in `state.json`. `oci` is exactly what `state` prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    pub oci: OciState,
+    /// Start time of the init (field 22 of /proc/PID/stat): a recycled pid
+    /// is not taken for the container.
+    pub init_start_time: u64,
+    /// The cgroup, as the cgroups module saved it (None: no cgroup).
+    #[serde(default)]
+    pub cgroup: Option<serde_json::Value>,
+    /// The audit log of this container and its supervisor's pid.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    #[serde(default)]
+    pub supervisor_pid: Option<i32>,
+    /// The bundle's config.json as it was at create (hooks, process).
+    #[serde(default)]
+    pub config_sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    pub status: Status,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// One container's directory, locked for the duration of a call.
+pub struct ContainerDir {
+    pub id: String,
+    pub dir: PathBuf,
+    _lock: OwnedFd,
+}
+
+fn io(id: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+    let (id, path) = (id.to_string(), path.to_path_buf());
+    move |source| StateError::Io { id, path, source }
+}
+
+fn lock_dir(id: &str, dir: &Path) -> Result<OwnedFd, StateError> {
+    let f = fs::File::open(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StateError::NotFound(id.into()),
+        _ => io(id, dir)(e),
+    })?;
+    let fd: OwnedFd = f.into();
+    loop {
+        #[allow(deprecated)]
+        match nix::fcntl::flock(fd.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive) {
+            Ok(()) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io(id, dir)(std::io::Error::from(e))),
+        }
+    }
+    Ok(fd)
+}
+
+impl ContainerDir {
+    /// Create the directory of a new container (fails if the id exists),
+    /// locked.
+    pub fn create(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
+        check_id(id)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(io(id, root))?;
+        let dir = root.join(id);
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::Exists(id.into()))
+            }
+            Err(e) => return Err(io(id, &dir)(e)),
+        }
+        let lock = lock_dir(id, &dir)?;
+        Ok(ContainerDir {
+            id: id.into(),
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// Open and lock an existing container's directory.
+    pub fn open(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
+        check_id(id)?;
+        let dir = root.join(id);
+        let lock = lock_dir(id, &dir)?;
+        // Deleted while we waited for the lock.
+        if !dir.join("state.json").exists() {
+            return Err(StateError::NotFound(id.into()));
+        }
+        Ok(ContainerDir {
+            id: id.into(),
+            dir,
+            _lock: lock,
+        })
+    }
+
+    pub fn fifo(&self) -> PathBuf {
+        self.dir.join("exec.fifo")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    pub fn load(&self) -> Result<Saved, StateError> {
+        let path = self.state_path();
+        let data = fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StateError::NotFound(self.id.clone()),
+            _ => io(&self.id, &path)(e),
+        })?;
+        serde_json::from_slice(&data).map_err(|source| StateError::Corrupt {
+            id: self.id.clone(),
+            path,
+            source,
+        })
+    }
+
+    /// Replace state.json atomically (write a temporary file, rename).
+    pub fn save(&self, saved: &Saved) -> Result<(), StateError> {
+        let path = self.state_path();
+        let tmp = self.dir.join("state.json.tmp");
+        let data = serde_json::to_vec(saved).map_err(|source| StateError::Corrupt {
+            id: self.id.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        let mut f = fs::File::create(&tmp).map_err(io(&self.id, &tmp))?;
+        f.write_all(&data).map_err(io(&self.id, &tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&self.id, &path))
+    }
+
+    /// Remove the directory and everything in it.
+    pub fn remove(self) -> Result<(), StateError> {
+        fs::remove_dir_all(&self.dir).map_err(io(&self.id, &self.dir))
+    }
+}
+
+/// Ids of every container under `root`, sorted.
+pub fn list_ids(root: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("state.json").exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| check_id(id).is_ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Start time of a process (clock ticks since boot), to recognise it again.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: split after the
+    // last `)`.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The process state letter (R, S, D, T, Z, ...).
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Whether the container's init is still the process we started.
+pub fn init_alive(saved: &Saved) -> bool {
+    let pid = saved.oci.pid;
+    pid > 0
+        && start_time(pid) == Some(saved.init_start_time)
+        && !matches!(proc_state(pid), Some('Z') | Some('X') | None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for good in ["a", "buildah-buildah3", "0f3a", "x.y_z+1"] {
+            assert!(check_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "../x", "a/b", "..", ".hidden", "-x", "a..b", "sp ace"] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn own_start_time_is_read() {
+        let me = std::process::id() as i32;
+        assert!(start_time(me).is_some());
+        // Running or sleeping (other test threads), never a zombie.
+        assert!(matches!(proc_state(me), Some('R' | 'S')));
+    }
+}

@@ -1,0 +1,529 @@
+//! The OCI runtime contract of the real binary (runc's command line):
+//! lifecycle, state, kill/delete semantics, the pid file and who reaps the
+//! container, stdio, config.json fields, errors that leave nothing behind.
+//! Every test runs as host root and as the unprivileged test user, with a
+//! busybox bundle written by `buildcell spec`.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A busybox rootfs shared by every test (read-only to containers).
+fn rootfs() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let dir = harness().dir.join("busybox-rootfs");
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        for d in ["proc", "dev", "sys", "tmp", "etc", "root"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static is needed (ci/test.sh installs it)");
+        fs::copy(busybox, bin.join("busybox")).unwrap();
+        fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+        for applet in [
+            "sh", "echo", "cat", "id", "sleep", "ls", "grep", "true", "false", "hostname", "stat",
+            "head", "touch", "mount",
+        ] {
+            let _ = symlink("busybox", bin.join(applet));
+        }
+        dir
+    })
+    .clone()
+}
+
+/// A bundle directory for `name` in `mode`: config.json from `buildcell
+/// spec`, the shared rootfs, args replaced by `args`, then `edit`.
+fn bundle(mode: Mode, name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let dir = workdir(mode, name);
+    ok(run(mode, &dir, &["spec"]));
+    let path = dir.join("config.json");
+    let mut c: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    c["root"]["path"] = json!(rootfs());
+    c["process"]["args"] = json!(args);
+    edit(&mut c);
+    fs::write(&path, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+    dir
+}
+
+/// The state root of a test: inside its bundle dir.
+fn root_of(bundle: &Path) -> String {
+    bundle.join("state").display().to_string()
+}
+
+/// `buildcell --root ROOT ARGS...`. Its stdout and stderr go to files, not
+/// pipes: a created container inherits them and keeps them open, so a
+/// reader waiting for end-of-file would wait for the container.
+fn rt(mode: Mode, bundle: &Path, args: &[&str]) -> Run {
+    let root = root_of(bundle);
+    let mut all = vec!["--root", root.as_str()];
+    all.extend_from_slice(args);
+    let out = bundle.join(".rt-stdout");
+    let err = bundle.join(".rt-stderr");
+    let status = command(mode, bundle, &all, &[])
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .status()
+        .expect("start buildcell");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: fs::read_to_string(&out).unwrap(),
+        stderr: fs::read_to_string(&err).unwrap(),
+    }
+}
+
+fn state_json(mode: Mode, bundle: &Path, id: &str) -> Value {
+    let out = ok(rt(mode, bundle, &["state", id]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("state is not JSON ({e}): {out}"))
+}
+
+fn alive(pid: i64) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// A change to a config.json, for the table of bad inputs.
+type Edit = Box<dyn Fn(&mut Value)>;
+
+/// The containers left in a state root.
+fn entries(bundle: &Path) -> Vec<String> {
+    fs::read_dir(bundle.join("state"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn lifecycle_create_start_state_kill_delete() {
+    each_mode(|mode| {
+        let b = bundle(mode, "lifecycle", &["sleep", "60"], |_| {});
+        let pid_file = b.join("pid");
+        let pf = pid_file.display().to_string();
+        ok(rt(
+            mode,
+            &b,
+            &["create", "--bundle", ".", "--pid-file", &pf, "c1"],
+        ));
+        let s = state_json(mode, &b, "c1");
+        assert_eq!(s["status"], "created", "{s}");
+        assert_eq!(s["id"], "c1");
+        assert_eq!(s["ociVersion"], "1.2.0");
+        assert_eq!(s["bundle"], json!(b));
+        for key in ["pid", "rootfs", "created", "owner"] {
+            assert!(s.get(key).is_some(), "state lacks {key}: {s}");
+        }
+        let pid = s["pid"].as_i64().unwrap();
+        let written: i64 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(pid, written, "--pid-file holds the container's own pid");
+        assert!(alive(pid));
+        // Created: the user process has not run (the init is still
+        // buildcell, waiting).
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "buildcell", "init already exec'd before start");
+        let listed = ok(rt(mode, &b, &["list", "--format", "json"]));
+        assert!(listed.contains("\"c1\""), "{listed}");
+
+        ok(rt(mode, &b, &["start", "c1"]));
+        assert!(wait_until(5, || fs::read_to_string(format!(
+            "/proc/{pid}/comm"
+        ))
+        .map(|c| c.trim() == "sleep")
+        .unwrap_or(false)));
+        assert_eq!(state_json(mode, &b, "c1")["status"], "running");
+        // A second start is refused: it is running.
+        assert_refused(&rt(mode, &b, &["start", "c1"]), 1, "not created");
+        // Delete of a running container needs --force.
+        assert_refused(&rt(mode, &b, &["delete", "c1"]), 1, "use --force");
+
+        ok(rt(mode, &b, &["kill", "c1", "KILL"]));
+        assert!(wait_until(5, || state_json(mode, &b, "c1")["status"] == "stopped"));
+        assert_eq!(state_json(mode, &b, "c1")["pid"], 0);
+        ok(rt(mode, &b, &["delete", "c1"]));
+        assert!(entries(&b).is_empty(), "{:?}", entries(&b));
+        assert_refused(
+            &rt(mode, &b, &["state", "c1"]),
+            1,
+            "container c1 does not exist",
+        );
+        assert_refused(&rt(mode, &b, &["kill", "c1", "9"]), 1, "does not exist");
+        assert_refused(&rt(mode, &b, &["delete", "c1"]), 1, "does not exist");
+        // runc's contract: delete --force of an unknown id succeeds.
+        ok(rt(mode, &b, &["delete", "--force", "c1"]));
+    });
+}
+
+#[test]
+fn kill_takes_numbers_and_names_and_delete_force_kills() {
+    each_mode(|mode| {
+        let b = bundle(
+            mode,
+            "kill",
+            &["sh", "-c", "trap 'exit 3' USR1; sleep 60 & wait"],
+            |_| {},
+        );
+        ok(rt(mode, &b, &["create", "k1"]));
+        ok(rt(mode, &b, &["start", "k1"]));
+        let pid = state_json(mode, &b, "k1")["pid"].as_i64().unwrap();
+        for sig in ["SIGUSR1", "usr1", "10"] {
+            assert!(rt(mode, &b, &["kill", "k1", sig]).code == 0 || !alive(pid));
+        }
+        assert!(wait_until(5, || !alive(pid)));
+        assert_refused(&rt(mode, &b, &["kill", "k1", "BOGUS"]), 1, "invalid signal");
+        ok(rt(mode, &b, &["delete", "k1"]));
+
+        // --all signals every process; delete --force kills a running one.
+        ok(rt(mode, &b, &["create", "k2"]));
+        ok(rt(mode, &b, &["start", "k2"]));
+        let pid = state_json(mode, &b, "k2")["pid"].as_i64().unwrap();
+        ok(rt(mode, &b, &["kill", "--all", "k2", "STOP"]));
+        assert!(wait_until(5, || fs::read_to_string(format!(
+            "/proc/{pid}/stat"
+        ))
+        .map(|s| s.contains(") T "))
+        .unwrap_or(false)));
+        ok(rt(mode, &b, &["delete", "--force", "k2"]));
+        assert!(!alive(pid));
+        assert!(entries(&b).is_empty());
+    });
+}
+
+#[test]
+fn run_is_foreground_with_the_exit_status_and_leaves_no_state() {
+    each_mode(|mode| {
+        let b = bundle(
+            mode,
+            "run",
+            &["sh", "-c", "echo out; echo err >&2; exit 7"],
+            |_| {},
+        );
+        let r = rt(mode, &b, &["run", "--bundle", ".", "r1"]);
+        assert_eq!(r.code, 7, "{r:?}");
+        assert_eq!(r.stdout, "out\n");
+        assert!(r.stderr.contains("err"), "{r:?}");
+        assert!(entries(&b).is_empty(), "{:?}", entries(&b));
+        // The same id can be used again at once.
+        assert_eq!(rt(mode, &b, &["run", "r1"]).code, 7);
+    });
+}
+
+#[test]
+fn created_container_writes_to_the_callers_stdio() {
+    each_mode(|mode| {
+        let b = bundle(
+            mode,
+            "stdio",
+            &["sh", "-c", "echo to-stdout; echo to-stderr >&2"],
+            |_| {},
+        );
+        let out = b.join("out.txt");
+        let err = b.join("err.txt");
+        for f in [&out, &err] {
+            fs::write(f, "").unwrap();
+            chown_to(mode, f);
+        }
+        let root = root_of(&b);
+        let mut c = command(mode, &b, &["--root", &root, "create", "s1"], &[]);
+        c.stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::OpenOptions::new().append(true).open(&err).unwrap());
+        assert!(
+            c.status().unwrap().success(),
+            "{}",
+            fs::read_to_string(&err).unwrap()
+        );
+        ok(rt(mode, &b, &["start", "s1"]));
+        assert!(wait_until(5, || fs::read_to_string(&out).unwrap() == "to-stdout\n"));
+        assert!(wait_until(5, || fs::read_to_string(&err)
+            .unwrap()
+            .contains("to-stderr")));
+        assert!(wait_until(5, || state_json(mode, &b, "s1")["status"] == "stopped"));
+        ok(rt(mode, &b, &["delete", "s1"]));
+    });
+}
+
+#[test]
+fn the_engines_monitor_reaps_the_container_from_the_pid_file() {
+    each_mode(|mode| {
+        let b = bundle(mode, "reap", &["sh", "-c", "exit 42"], |_| {});
+        let pf = b.join("pid").display().to_string();
+        let root = root_of(&b);
+        let h = harness();
+        let bin = h.bin.display().to_string();
+        let probe = h.probe.display().to_string();
+        let args = [
+            probe.as_str(),
+            "reap",
+            &pf,
+            &bin,
+            "--root",
+            &root,
+            "create",
+            "--pid-file",
+            &pf,
+            "m1",
+        ];
+        let out = match (mode, &h.user) {
+            (Mode::User, Some(user)) => std::process::Command::new("runuser")
+                .args(["-u", user, "--"])
+                .args(args)
+                .current_dir(&b)
+                .output()
+                .unwrap(),
+            _ => std::process::Command::new(args[0])
+                .args(&args[1..])
+                .current_dir(&b)
+                .output()
+                .unwrap(),
+        };
+        let r = finish(out);
+        assert!(r.stdout.contains("status 42"), "{r:?}");
+        ok(rt(mode, &b, &["delete", "m1"]));
+    });
+}
+
+#[test]
+fn config_fields_are_applied() {
+    each_mode(|mode| {
+        let script = "hostname; echo cwd=$(pwd); echo env=$FOO; id; ulimit -n; umask; \
+                      grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; \
+                      cat /proc/kcore | head -c 1 | wc -c; touch /proc/sys/kernel/x 2>&1; \
+                      touch /rootfs-write 2>&1; echo done";
+        let b = bundle(mode, "fields", &["sh", "-c", script], |c| {
+            c["hostname"] = json!("fieldhost");
+            c["process"]["cwd"] = json!("/tmp");
+            c["process"]["env"] = json!(["PATH=/bin", "FOO=bar"]);
+            c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
+            c["process"]["user"]["umask"] = json!(0o027);
+            if mode == Mode::Root {
+                // A runc-style root container: no user namespace, another user.
+                let ns: Vec<Value> = c["linux"]["namespaces"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|n| n["type"] != "user")
+                    .cloned()
+                    .collect();
+                c["linux"]["namespaces"] = json!(ns);
+                c["process"]["user"] =
+                    json!({"uid": 1000, "gid": 1000, "additionalGids": [10], "umask": 23});
+            }
+        });
+        let r = rt(mode, &b, &["run", "f1"]);
+        let out = ok(r);
+        assert!(out.starts_with("fieldhost\ncwd=/tmp\nenv=bar\n"), "{out}");
+        match mode {
+            Mode::Root => {
+                assert!(out.contains("uid=1000 gid=1000 groups=10"), "{out}");
+                assert!(out.contains("\n0027\n"), "{out}");
+            }
+            Mode::User => {
+                assert!(out.contains("uid=0 gid=0"), "{out}");
+                assert!(out.contains("\n0027\n"), "{out}");
+            }
+        }
+        assert!(out.contains("\n256\n"), "rlimit: {out}");
+        assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+        if mode == Mode::User {
+            // Root inside keeps exactly the spec's three capabilities.
+            assert!(out.contains("CapEff:\t0000000020000420"), "{out}");
+        }
+        // maskedPaths: /proc/kcore reads empty; readonlyPaths: /proc/sys.
+        assert!(out.contains("\n0\n"), "{out}");
+        assert!(out.contains("Read-only file system"), "{out}");
+        assert!(out.ends_with("done\n"), "{out}");
+    });
+}
+
+#[test]
+fn bad_input_is_one_line_and_leaves_nothing_behind() {
+    each_mode(|mode| {
+        let b = bundle(mode, "bad", &["true"], |_| {});
+        assert_refused(
+            &rt(mode, &b, &["create", "../x"]),
+            1,
+            "invalid container id",
+        );
+        assert_refused(&rt(mode, &b, &["create", "a/b"]), 1, "invalid container id");
+
+        let cfg = b.join("config.json");
+        let good = fs::read_to_string(&cfg).unwrap();
+        let cases: Vec<(&str, Edit, &str)> = vec![
+            (
+                "wrong type",
+                Box::new(|c| c["process"]["args"] = json!("true")),
+                "at process.args",
+            ),
+            (
+                "oci version",
+                Box::new(|c| c["ociVersion"] = json!("2.0.0")),
+                "ociVersion \"2.0.0\" is not supported",
+            ),
+            (
+                "missing rootfs",
+                Box::new(|c| c["root"]["path"] = json!("/nonexistent/rootfs")),
+                "root.path: /nonexistent/rootfs is not a directory",
+            ),
+            (
+                "unknown capability",
+                Box::new(|c| c["process"]["capabilities"]["bounding"] = json!(["CAP_FLY"])),
+                "process.capabilities.bounding",
+            ),
+            (
+                "namespace path not a namespace",
+                Box::new(|c| {
+                    c["linux"]["namespaces"]
+                        .as_array_mut()
+                        .unwrap()
+                        .retain(|n| n["type"] != "network");
+                    c["linux"]["namespaces"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!({"type": "network", "path": "/etc/hostname"}));
+                }),
+                "is not a Network namespace file",
+            ),
+            (
+                "cwd missing inside",
+                Box::new(|c| c["process"]["cwd"] = json!("/no/such/dir")),
+                "process.cwd: /no/such/dir",
+            ),
+            (
+                "command missing inside",
+                Box::new(|c| c["process"]["args"] = json!(["/bin/nope"])),
+                "cannot execute \"/bin/nope\"",
+            ),
+        ];
+        for (what, edit, text) in cases {
+            let mut c: Value = serde_json::from_str(&good).unwrap();
+            edit(&mut c);
+            fs::write(&cfg, serde_json::to_string(&c).unwrap()).unwrap();
+            let r = if what == "command missing inside" {
+                // Found at exec time: `run` reports it (create cannot).
+                rt(mode, &b, &["run", "x1"])
+            } else {
+                rt(mode, &b, &["create", "x1"])
+            };
+            assert!(r.code != 0, "{what}: {r:?}");
+            assert!(r.stderr.contains(text), "{what}: expected {text:?}: {r:?}");
+            assert_eq!(r.stderr.lines().count(), 1, "{what}: {r:?}");
+            assert!(entries(&b).is_empty(), "{what}: left {:?}", entries(&b));
+        }
+        fs::write(&cfg, "{ not json").unwrap();
+        assert_refused(&rt(mode, &b, &["create", "x1"]), 1, "config.json: at");
+        fs::write(&cfg, &good).unwrap();
+        // An id that exists already.
+        ok(rt(mode, &b, &["create", "dup"]));
+        assert_refused(&rt(mode, &b, &["create", "dup"]), 1, "already exists");
+        ok(rt(mode, &b, &["delete", "--force", "dup"]));
+        assert!(entries(&b).is_empty());
+        // No init, supervisor or buildcell of this test is left running.
+        let root = root_of(&b);
+        let left: Vec<String> = host_processes(&harness().bin.display().to_string())
+            .into_iter()
+            .filter(|p| p.contains(&root))
+            .collect();
+        assert!(
+            wait_until(5, || host_processes(&harness().bin.display().to_string())
+                .iter()
+                .all(|p| !p.contains(&root))),
+            "{left:?}"
+        );
+    });
+}
+
+#[test]
+fn errors_also_go_to_the_json_log() {
+    each_mode(|mode| {
+        let b = bundle(mode, "log", &["true"], |_| {});
+        let log = b.join("log.json").display().to_string();
+        let r = rt(
+            mode,
+            &b,
+            &["--log", &log, "--log-format", "json", "state", "nope"],
+        );
+        assert_eq!(r.code, 1);
+        let line = fs::read_to_string(&log).unwrap();
+        let v: Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["msg"], "container nope does not exist");
+        assert!(v["time"].as_str().unwrap().ends_with('Z'));
+        assert_refused(
+            &rt(mode, &b, &["--systemd-cgroup", "state", "x"]),
+            1,
+            "--systemd-cgroup",
+        );
+        assert_refused(&rt(mode, &b, &["checkpoint", "x"]), 1, "not supported");
+        let r = rt(mode, &b, &["--bogus-flag", "state", "x"]);
+        assert!(r.code != 0 && r.stderr.contains("--bogus-flag"), "{r:?}");
+    });
+}
+
+#[test]
+fn version_and_features() {
+    each_mode(|mode| {
+        let b = workdir(mode, "version");
+        let v = ok(run(mode, &b, &["--version"]));
+        assert!(v.lines().any(|l| l.starts_with("commit: ")), "{v}");
+        assert!(v.starts_with("buildcell version "), "{v}");
+        let f: Value = serde_json::from_str(&ok(run(mode, &b, &["features"]))).unwrap();
+        assert_eq!(f["ociVersionMin"], "1.0.0");
+        assert!(f["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("user")));
+    });
+}
+
+#[test]
+fn every_container_is_audited() {
+    each_mode(|mode| {
+        let b = bundle(
+            mode,
+            "audited",
+            &["sh", "-c", "echo one | cat; true"],
+            |_| {},
+        );
+        ok(rt(mode, &b, &["create", "a1"]));
+        let saved: Value =
+            serde_json::from_str(&fs::read_to_string(b.join("state/a1/state.json")).unwrap())
+                .unwrap();
+        let log = PathBuf::from(saved["audit_log"].as_str().unwrap());
+        ok(rt(mode, &b, &["start", "a1"]));
+        assert!(wait_until(5, || state_json(mode, &b, "a1")["status"] == "stopped"));
+        // The supervisor ends when the last process using the filter is
+        // gone, and writes the end record.
+        assert!(wait_until(5, || fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"type\":\"end\"")));
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.contains("\"container_id\":\"a1\""), "{text}");
+        assert!(
+            text.contains(&format!("\"bundle\":\"{}\"", b.display())),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"argv\":[\"sh\",\"-c\",\"echo one | cat; true\"]"),
+            "{text}"
+        );
+        assert!(text.contains("\"argv\":[\"cat\"]"), "{text}");
+        let v = run(mode, &b, &["audit", "verify", &log.display().to_string()]);
+        assert!(v.stdout.starts_with("OK: "), "{v:?}");
+        ok(rt(mode, &b, &["delete", "a1"]));
+    });
+}
