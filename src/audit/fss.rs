@@ -47,10 +47,12 @@ pub const DEFAULT_PERIOD_EPOCHS: u64 = 1024;
 /// Largest period count and epochs per period a key may have (the
 /// verifier refuses anything larger before doing any work).
 const MAX_LEVEL: u64 = 1 << 16;
-/// How long after a record its sealing epoch may begin, in a log written
-/// by buildcell (which seals within 5 s or at the end of the record's
-/// epoch): a record sealed by a later epoch was re-sealed after the fact.
-pub const MAX_SEAL_DELAY_SECS: u64 = 30;
+/// How long after the end of a record's epoch the checkpoint sealing it
+/// may be made. buildcell's writer seals every record before its epoch
+/// ends (or at once, when it notices the epoch has ended); this covers a
+/// slow fsync or a busy host. A record sealed by a later epoch was
+/// re-sealed after the fact.
+pub const SEAL_GRACE_SECS: u64 = 10;
 
 type Seed = Zeroizing<[u8; 32]>;
 
@@ -220,6 +222,13 @@ impl SealPublic {
     /// The epoch of Unix time `t` (0 before the start).
     pub fn epoch_at(&self, t: u64) -> u64 {
         t.saturating_sub(self.start) / self.epoch_secs
+    }
+
+    /// The latest time at which a record dated `t` may be sealed: the end
+    /// of its epoch plus [`SEAL_GRACE_SECS`].
+    pub fn seal_deadline(&self, t: u64) -> u64 {
+        self.epoch_start(self.epoch_at(t).saturating_add(1))
+            .saturating_add(SEAL_GRACE_SECS)
     }
 
     /// Unix time at which `epoch` begins (saturating).

@@ -36,8 +36,8 @@ pub enum LogError {
 /// `every` after the last checkpoint (the supervisor's timer calls
 /// [`AuditLog::tick`], so records are signed within `every` even when
 /// nothing follows them). With a sealing key also at the end of the epoch
-/// of the oldest unsigned record, and `every` is at most 15 s: the verifier
-/// refuses records sealed more than 30 s after they were written.
+/// of the oldest unsigned record: the verifier refuses a record sealed in a
+/// later epoch than the next one (see `fss::SEAL_GRACE_SECS`).
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointPolicy {
     pub every_records: u64,
@@ -85,10 +85,6 @@ impl AuditLog {
         policy: CheckpointPolicy,
         max_bytes: u64,
     ) -> Result<AuditLog, LogError> {
-        let mut policy = policy;
-        if key.as_ref().is_some_and(|k| k.sealer().is_some()) {
-            policy.every = policy.every.min(Duration::from_secs(15));
-        }
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -152,16 +148,16 @@ impl AuditLog {
             self.redact.exec(e);
             self.execs += 1;
         }
+        // The epoch before the record's time is read: the record is then
+        // sealed no later than the end of its own epoch.
+        let epoch = self
+            .key
+            .as_ref()
+            .and_then(AuditSigner::sealer)
+            .map_or(0, |s| s.epoch_now());
         let seq = self.write(body)?;
         self.since_checkpoint += 1;
-        if self.unsigned.is_none() {
-            self.unsigned = Some(
-                self.key
-                    .as_ref()
-                    .and_then(AuditSigner::sealer)
-                    .map_or(0, |s| s.epoch_now()),
-            );
-        }
+        self.unsigned.get_or_insert(epoch);
         if self.key.is_some()
             && (self.since_checkpoint >= self.policy.every_records
                 || self.due_in() == Some(Duration::ZERO))

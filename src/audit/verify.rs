@@ -8,9 +8,9 @@
 //! With a sealing key (see [`super::fss`]) each checkpoint's epoch key must
 //! lead to the key's public root, epochs never go back within a log, and no
 //! record may be sealed by an epoch that began more than
-//! [`super::fss::MAX_SEAL_DELAY_SECS`] after the record's time: a thief of
-//! the current key can only seal with the current or later epochs, so
-//! re-sealing an edited earlier record shows.
+//! [`super::fss::SEAL_GRACE_SECS`] after the end of the record's own epoch:
+//! a thief of the current key can only seal with the current or later
+//! epochs, so re-sealing an edited earlier record shows.
 
 use ed25519_dalek::{Signature, Verifier};
 
@@ -131,7 +131,7 @@ pub fn verify(data: &[u8], key: Option<&PublicKey>) -> Result<Verified, Fault> {
                         .map_err(|why| fault(line_no, format!("seq {}: {why}", rec.seq)))?;
                     if let Some((l, s, t)) = oldest_unsealed {
                         let began = public.epoch_start(seal.epoch);
-                        if began > t.saturating_add(super::fss::MAX_SEAL_DELAY_SECS) {
+                        if began > public.seal_deadline(t) {
                             return Err(fault(l, format!(
                                 "seq {s}: dated {} but first sealed by the checkpoint at seq {} in epoch {}, which began at {}: sealed too late, re-sealed after the fact with a later key (or the host was suspended or its clock jumped)",
                                 super::record::format_time(t, 0), rec.seq, seal.epoch, super::record::format_time(began, 0)
