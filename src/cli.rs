@@ -153,11 +153,21 @@ pub struct RunCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Create an Ed25519 signing key (KEY, mode 0600) and its public key
-    /// (KEY.pub, what auditors hold).
+    /// Create a forward-secure sealing key (KEY, mode 0600; its signing key
+    /// changes every epoch and older ones cannot be recovered from it) and
+    /// its public key (KEY.pub, what auditors hold).
     Keygen {
         /// Where to write the secret key; refused if it exists.
         key: PathBuf,
+        /// Epoch length (e.g. 15m, 1h, 30s): a thief of the key file can
+        /// forge at most the current epoch. Default 15m; the key lasts 2^20
+        /// epochs (29.9 years of 15-minute epochs).
+        #[arg(long, value_name = "DURATION", conflicts_with = "plain")]
+        epoch: Option<String>,
+        /// A plain Ed25519 key instead (not forward-secure; the format of
+        /// keys made before sealing existed).
+        #[arg(long)]
+        plain: bool,
     },
     /// Check logs: hash chain, signatures, completeness. Prints `OK: ...` or
     /// the first record at fault; exit 0 only when every log is complete and
@@ -418,9 +428,29 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
 pub fn audit(cmd: AuditCommand) -> Result<i32, Error> {
     use crate::audit::{keys, record, verify};
     match cmd {
-        AuditCommand::Keygen { key } => {
-            let (public, id) =
-                keys::generate(&key).map_err(|e| usage(format!("audit keygen: {e}")))?;
+        AuditCommand::Keygen { key, epoch, plain } => {
+            let (public, id) = if plain {
+                keys::generate_plain(&key).map_err(|e| usage(format!("audit keygen: {e}")))?
+            } else {
+                let secs = match &epoch {
+                    Some(t) => keys::parse_duration(t).ok_or_else(|| {
+                        usage(format!("--epoch {t:?}: not a duration (e.g. 15m, 1h, 30s)"))
+                    })?,
+                    None => crate::audit::fss::DEFAULT_EPOCH_SECS,
+                };
+                let (public, p) = crate::audit::fss::generate(
+                    &key,
+                    secs,
+                    crate::audit::fss::DEFAULT_PERIODS,
+                    crate::audit::fss::DEFAULT_PERIOD_EPOCHS,
+                )
+                .map_err(|e| usage(format!("audit keygen: {e}")))?;
+                println!(
+                    "sealing key: epochs of {secs} s, the last one ends {}",
+                    record::format_time(p.epoch_start(p.epochs()), 0)
+                );
+                (public, p.key_id())
+            };
             println!(
                 "secret key {} (keep it where no build step can read it)",
                 key.display()

@@ -1,6 +1,9 @@
 //! `buildcell audit keygen|verify|show` on logs written by buildcell's own
 //! writer, then tampered with the ways an attacker would: every tamper case
-//! must make `verify` exit 1 and name the first record at fault.
+//! must make `verify` exit 1 and name the first record at fault. The
+//! forward-secure sealing test runs real steps through the shared harness.
+
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,7 +11,7 @@ use std::process::Command;
 
 use buildcell::audit::keys;
 use buildcell::audit::log::{AuditLog, CheckpointPolicy};
-use buildcell::audit::record::{Body, Exec, Start};
+use buildcell::audit::record::{Body, Exec, Record, Start, GENESIS};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_buildcell"))
@@ -333,4 +336,149 @@ fn index_detects_a_deleted_or_truncated_log() {
     let (code, out) = check();
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("the index chain is broken"), "{out}");
+}
+
+fn seal_epochs(log: &Path) -> Vec<u64> {
+    lines(log)
+        .iter()
+        .filter_map(|l| match serde_json::from_str::<Record>(l).unwrap().body {
+            Body::Checkpoint(c) => Some(c.seal.expect("a sealed checkpoint").epoch),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Forward-secure sealing, end to end: a key with 1 s epochs, a step whose
+/// checkpoints fall in several epochs verifies; the key file afterwards no
+/// longer holds the seeds it started with; and a thief who copies the key
+/// file later cannot re-seal an edited earlier record.
+#[test]
+fn sealed_step_spans_epochs_and_a_stolen_key_cannot_reseal_the_past() {
+    use common::{chown_to, each_mode, harness, run};
+    let cases = std::sync::Mutex::new(Vec::new());
+    each_mode(|m| {
+        let d = harness().dir.join(format!("fss-{m:?}"));
+        let _ = fs::remove_dir_all(&d);
+        let work = d.join("work");
+        fs::create_dir_all(&work).unwrap();
+        chown_to(m, &d);
+        chown_to(m, &work);
+        let key = d.join("audit.key");
+        let r = run(
+            m,
+            &d,
+            &["audit", "keygen", "--epoch", "1s", key.to_str().unwrap()],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(r.stdout.contains("epochs of 1 s"), "{r:?}");
+        let before = fs::read_to_string(&key).unwrap();
+        let log = d.join("step.log");
+        let r = run(
+            m,
+            &work,
+            &[
+                "step",
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--audit-key",
+                key.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                "/bin/true; sleep 1.2; /bin/true; sleep 1.2; /bin/true",
+            ],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let public = d.join("audit.key.pub");
+        let (code, out) = verify(&log, &public);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("sealed in epochs"), "{out}");
+        let mut epochs = seal_epochs(&log);
+        assert!(epochs.windows(2).all(|w| w[0] <= w[1]), "{epochs:?}");
+        epochs.dedup();
+        assert!(
+            epochs.len() >= 2,
+            "checkpoints in one epoch only: {epochs:?}"
+        );
+        // The key file moved on and no longer holds the seeds it had.
+        let after = fs::read_to_string(&key).unwrap();
+        let field = |text: &str, name: &str| {
+            serde_json::from_str::<serde_json::Value>(text).unwrap()[name].clone()
+        };
+        assert!(field(&after, "epoch").as_u64() >= Some(*epochs.last().unwrap()));
+        // (`next_period_seed` stays until the next period: it leads to
+        // later periods' keys only.)
+        let old = field(&before, "epoch_seed");
+        assert!(
+            !after.contains(old.as_str().unwrap()),
+            "the epoch-0 seed is still in the key file"
+        );
+        // Epochs going back within a log is a fault, key or no key.
+        let mut back = lines(&log);
+        let last = back.pop().unwrap();
+        let max = *epochs[..epochs.len() - 1].iter().max().unwrap();
+        assert!(max >= 1, "{epochs:?}");
+        let mut rec: Record = serde_json::from_str(&last).unwrap();
+        if let Body::Checkpoint(c) = &mut rec.body {
+            c.seal.as_mut().unwrap().epoch = max - 1;
+        }
+        back.push(serde_json::to_string(&rec).unwrap());
+        let backwards = d.join("backwards.log");
+        write_lines(&backwards, &back);
+        let (code, out, _) = buildcell(&["audit", "verify", backwards.to_str().unwrap()]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("epochs went backwards"), "{out}");
+        cases.lock().unwrap().push((d, key, public, log));
+    });
+    // The thief comes later (here 12 s: more than one epoch plus the 10 s
+    // grace) and copies the key file.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    for (d, key, public, log) in cases.into_inner().unwrap() {
+        let stolen = d.join("stolen.key");
+        fs::copy(&key, &stolen).unwrap();
+        let orig = lines(&log);
+        let i = orig
+            .iter()
+            .position(|l| l.contains(r#"["/bin/true"]"#))
+            .unwrap();
+        let mut edited = orig.clone();
+        edited[i] = edited[i].replace(r#"["/bin/true"]"#, r#"["/bin/evil"]"#);
+        // Edited only: the chain breaks at the next line, as before.
+        let plain_edit = d.join("edited.log");
+        write_lines(&plain_edit, &edited);
+        let (code, out) = verify(&plain_edit, &public);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains(&format!("line {}:", i + 2)), "{out}");
+        // Re-chained and every checkpoint re-signed with the stolen key:
+        // the proofs are valid, but only for the thief's epoch, which
+        // began long after the records it claims to seal.
+        let signer = keys::load_signing(&stolen).unwrap();
+        let mut container = String::new();
+        let mut prev = GENESIS.to_string();
+        let mut forged = Vec::new();
+        for l in &edited {
+            let mut rec: Record = serde_json::from_str(l).unwrap();
+            rec.prev = prev.clone();
+            match &rec.body {
+                Body::Start(s) => container = s.container_id.clone(),
+                Body::Checkpoint(_) => {
+                    rec.body =
+                        Body::Checkpoint(signer.checkpoint(&container, rec.seq, &prev).unwrap())
+                }
+                _ => {}
+            }
+            let line = serde_json::to_string(&rec).unwrap();
+            prev = buildcell::audit::sha256_hex(line.as_bytes());
+            forged.push(line);
+        }
+        let forged_log = d.join("forged.log");
+        write_lines(&forged_log, &forged);
+        let (code, out) = verify(&forged_log, &public);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("sealed too late"), "{out}");
+        // Without the sealing rules (no key given) the forgery's chain is
+        // whole: the key is what catches it.
+        let (code, out, _) = buildcell(&["audit", "verify", forged_log.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}");
+    }
 }

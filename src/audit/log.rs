@@ -12,8 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ed25519_dalek::{Signer, SigningKey};
-
+use super::keys::{AuditSigner, KeyError};
 use super::record::{Body, Checkpoint, End, Record, Start, GENESIS};
 use super::redact::Redactor;
 
@@ -29,9 +28,16 @@ pub enum LogError {
     Failed { path: PathBuf, cause: String },
     #[error("audit log {path}: size limit of {limit} bytes reached; raise it or shorten the step")]
     Full { path: PathBuf, limit: u64 },
+    #[error("audit log {path}: cannot sign a checkpoint: {source}")]
+    Key { path: PathBuf, source: KeyError },
 }
 
-/// When signed checkpoints are written.
+/// When signed checkpoints are written: after `every_records` records, and
+/// `every` after the last checkpoint (the supervisor's timer calls
+/// [`AuditLog::tick`], so records are signed within `every` even when
+/// nothing follows them). With a sealing key also at the end of the epoch
+/// of the oldest unsigned record: the verifier refuses a record sealed in a
+/// later epoch than the next one (see `fss::SEAL_GRACE_SECS`).
 #[derive(Debug, Clone, Copy)]
 pub struct CheckpointPolicy {
     pub every_records: u64,
@@ -51,8 +57,10 @@ pub struct AuditLog {
     file: File,
     path: PathBuf,
     container: String,
-    key: Option<SigningKey>,
-    key_id: Option<String>,
+    key: Option<AuditSigner>,
+    /// Epoch of the oldest record not yet covered by a checkpoint (sealed
+    /// logs), or 0; `None` when every record is covered.
+    unsigned: Option<u64>,
     policy: CheckpointPolicy,
     max_bytes: u64,
     /// Bytes of whole records in the file.
@@ -73,7 +81,7 @@ impl AuditLog {
     pub fn create(
         path: &Path,
         start: Start,
-        key: Option<SigningKey>,
+        key: Option<AuditSigner>,
         policy: CheckpointPolicy,
         max_bytes: u64,
     ) -> Result<AuditLog, LogError> {
@@ -88,17 +96,15 @@ impl AuditLog {
                 op: "create",
                 source,
             })?;
-        let key_id = key
-            .as_ref()
-            .map(|k| super::keys::key_id(&k.verifying_key()));
+        let key_id = key.as_ref().map(AuditSigner::key_id);
         let mut start = start;
-        start.key_id = key_id.clone();
+        start.key_id = key_id;
         let mut log = AuditLog {
             file,
             path: path.into(),
             container: start.container_id.clone(),
             key,
-            key_id,
+            unsigned: None,
             policy,
             max_bytes,
             len: 0,
@@ -147,26 +153,74 @@ impl AuditLog {
             self.redact.exec(e);
             self.execs += 1;
         }
+        // The epoch before the record's time is read: the record is then
+        // sealed no later than the end of its own epoch.
+        let epoch = self
+            .key
+            .as_ref()
+            .and_then(AuditSigner::sealer)
+            .map_or(0, |s| s.epoch_now());
         let seq = self.write(body)?;
         self.since_checkpoint += 1;
+        self.unsigned.get_or_insert(epoch);
         if self.key.is_some()
             && (self.since_checkpoint >= self.policy.every_records
-                || self.last_checkpoint.elapsed() >= self.policy.every)
+                || self.due_in() == Some(Duration::ZERO))
         {
             self.checkpoint()?;
         }
         Ok(seq)
     }
 
+    /// How long until unsigned records must be signed; `None` when there
+    /// is nothing to sign.
+    pub fn due_in(&self) -> Option<Duration> {
+        let key = self.key.as_ref()?;
+        let epoch = self.unsigned?;
+        let mut left = self
+            .policy
+            .every
+            .saturating_sub(self.last_checkpoint.elapsed());
+        if let Some(s) = key.sealer() {
+            if s.epoch_now() > epoch {
+                return Some(Duration::ZERO);
+            }
+            left = left.min(s.until_epoch_end());
+        }
+        Some(left)
+    }
+
+    /// Sign the unsigned records if they are due (the supervisor's timer).
+    pub fn tick(&mut self) -> Result<(), LogError> {
+        if self.due_in() == Some(Duration::ZERO) {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
     /// Write a signed checkpoint over the chain head and sync the file.
     pub fn checkpoint(&mut self) -> Result<(), LogError> {
-        if let (Some(key), Some(key_id)) = (&self.key, &self.key_id) {
-            let msg = super::checkpoint_message(&self.container, self.seq, &self.prev);
-            let sig = super::hex(&key.sign(&msg).to_bytes());
-            let key_id = key_id.clone();
-            self.write(Body::Checkpoint(Checkpoint { key_id, sig }))?;
+        if let Some(key) = &self.key {
+            if let Some(cause) = &self.failed {
+                return Err(LogError::Failed {
+                    path: self.path.clone(),
+                    cause: cause.clone(),
+                });
+            }
+            let cp: Checkpoint = match key.checkpoint(&self.container, self.seq, &self.prev) {
+                Ok(cp) => cp,
+                Err(source) => {
+                    self.failed = Some(format!("signing: {source}"));
+                    return Err(LogError::Key {
+                        path: self.path.clone(),
+                        source,
+                    });
+                }
+            };
+            self.write(Body::Checkpoint(cp))?;
         }
         self.sync()?;
+        self.unsigned = None;
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         Ok(())

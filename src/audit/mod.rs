@@ -4,6 +4,8 @@
 //! - [`log`]: the append-only writer (hash chain, signed checkpoints,
 //!   durability, failing closed);
 //! - [`keys`]: Ed25519 key files and key ids;
+//! - [`fss`]: forward-secure sealing keys (a new signing key every epoch,
+//!   older ones unrecoverable from the key file);
 //! - [`verify`]: the offline checker behind `buildcell audit verify`.
 //!
 //! Chain: every record carries `prev`, the SHA-256 (hex) of the previous
@@ -12,6 +14,7 @@
 //! own seq and that `prev`: one signature covers every record before it.
 //! A complete log ends with an `end` record followed by a checkpoint.
 
+pub mod fss;
 pub mod index;
 pub mod keys;
 pub mod log;

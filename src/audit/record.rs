@@ -71,8 +71,28 @@ pub struct Exec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub key_id: String,
-    /// Ed25519 signature (hex) over [`super::checkpoint_message`].
+    /// Ed25519 signature (hex) over [`super::checkpoint_message`], or over
+    /// [`super::fss::checkpoint_message`] with the epoch key when sealed.
     pub sig: String,
+    /// Set when signed with a forward-secure sealing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Seal>,
+}
+
+/// What a verifier needs to tie a sealed checkpoint's epoch key to the
+/// sealing key's public root (see [`super::fss`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seal {
+    pub epoch: u64,
+    /// The epoch's Ed25519 public key and its Merkle proof up to the
+    /// period's root (leaf first).
+    pub epoch_key: String,
+    pub epoch_proof: Vec<String>,
+    /// The period's Ed25519 public key, its signature over the period's
+    /// root, and its Merkle proof up to the public root.
+    pub period_key: String,
+    pub period_cert: String,
+    pub period_proof: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -122,9 +142,74 @@ pub fn format_time(secs: u64, nanos: u32) -> String {
     )
 }
 
+/// Seconds since the epoch of an RFC 3339 UTC time as [`format_time`]
+/// writes it (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, years 1970 to 9999);
+/// `None` for anything else.
+pub fn parse_time(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    if b.len() < 20
+        || b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || b.get(10) != Some(&b'T')
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+        || b.last() != Some(&b'Z')
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = t.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let frac = t.get(19..t.len() - 1)?;
+    let frac_ok = frac.is_empty()
+        || (frac.len() >= 2
+            && frac.starts_with('.')
+            && frac[1..].bytes().all(|c| c.is_ascii_digit()));
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || hh > 23
+        || mm > 59
+        || ss > 60
+        || !frac_ok
+    {
+        return None;
+    }
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_parse_back() {
+        for secs in [0u64, 951_782_400, 1_796_084_387, 4_102_444_800] {
+            assert_eq!(parse_time(&format_time(secs, 123)), Some(secs));
+        }
+        assert_eq!(parse_time("2026-12-01T00:19:47Z"), Some(1_796_084_387));
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01 00:19:47Z",
+            "2026-12-01T00:19:47.Z",
+            "+026-12-01T00:19:47Z",
+            "2026-12-01T00:19:47.5",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn times() {

@@ -83,7 +83,17 @@ fn serve(
         if let Some(l) = &s.listener {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        // Wake when unsigned records are due for a checkpoint (within 5 s,
+        // and before their sealing epoch ends), even if nothing else comes.
+        let timeout = s
+            .log
+            .due_in()
+            .map(|d| {
+                let ms = d.as_millis().min(60_000) as u16;
+                PollTimeout::from(ms.saturating_add(u16::from(d.subsec_micros() % 1000 != 0)))
+            })
+            .unwrap_or(PollTimeout::NONE);
+        match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(_) => break,
         }
@@ -122,6 +132,11 @@ fn serve(
             // supervisor goes on while any task still uses the filter.
             if !detached {
                 exit_code = init_code;
+            }
+        }
+        if s.failure.is_none() {
+            if let Err(e) = s.log.tick() {
+                s.fail(e.to_string());
             }
         }
     }

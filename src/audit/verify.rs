@@ -4,8 +4,17 @@
 //! key, and a complete log ends with `end` and a checkpoint after it. The
 //! first fault is reported with its line and why. Never panics on a
 //! hostile file: every field is checked, nothing is indexed blindly.
+//!
+//! With a sealing key (see [`super::fss`]) each checkpoint's epoch key must
+//! lead to the key's public root, epochs never go back within a log, and no
+//! record may be sealed by an epoch that began more than
+//! [`super::fss::SEAL_GRACE_SECS`] after the end of the record's own epoch:
+//! a thief of the current key can only seal with the current or later
+//! epochs, so re-sealing an edited earlier record shows.
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Verifier};
+
+use super::keys::PublicKey;
 
 use super::record::{Body, Record, GENESIS};
 
@@ -16,6 +25,8 @@ pub struct Verified {
     pub last_checkpoint: Option<u64>,
     pub signatures_checked: bool,
     pub complete: bool,
+    /// First and last epoch of the sealed checkpoints.
+    pub epochs: Option<(u64, u64)>,
 }
 
 /// The first fault found.
@@ -34,14 +45,18 @@ fn fault(line: usize, reason: impl Into<String>) -> Fault {
 }
 
 /// Verify a log's bytes; `key` checks the checkpoint signatures.
-pub fn verify(data: &[u8], key: Option<&VerifyingKey>) -> Result<Verified, Fault> {
+pub fn verify(data: &[u8], key: Option<&PublicKey>) -> Result<Verified, Fault> {
     if data.is_empty() {
         return Err(fault(
             1,
             "empty log: not even a start record (deleted content or a log that never started)",
         ));
     }
-    let key_id = key.map(super::keys::key_id);
+    let key_id = key.map(PublicKey::key_id);
+    let mut epochs: Option<(u64, u64)> = None;
+    let mut known_epoch_key = None;
+    // The oldest record (line, seq, Unix time) since the last checkpoint.
+    let mut oldest_unsealed: Option<(usize, u64, u64)> = None;
     let mut prev = GENESIS.to_string();
     let mut container = String::new();
     let mut last_checkpoint = None;
@@ -94,7 +109,36 @@ pub fn verify(data: &[u8], key: Option<&VerifyingKey>) -> Result<Verified, Fault
                 return Err(fault(line_no, "the first record is not a start record"))
             }
             Body::Checkpoint(c) => {
-                if let (Some(key), Some(kid)) = (key, &key_id) {
+                if let Some(seal) = &c.seal {
+                    if let Some((_, last)) = epochs {
+                        if seal.epoch < last {
+                            return Err(fault(line_no, format!("seq {}: sealed in epoch {} after a checkpoint of epoch {last}: epochs went backwards (forged or spliced)", rec.seq, seal.epoch)));
+                        }
+                    }
+                    epochs = Some((epochs.map_or(seal.epoch, |(a, _)| a), seal.epoch));
+                }
+                if let (Some(PublicKey::Sealed(public)), Some(kid)) = (key, &key_id) {
+                    if &c.key_id != kid {
+                        return Err(fault(line_no, format!("seq {}: checkpoint signed with key {}, not with the given key {kid}", rec.seq, c.key_id)));
+                    }
+                    let seal = c.seal.as_ref().ok_or_else(|| {
+                        fault(line_no, format!("seq {}: checkpoint not sealed (no epoch), but the key is a sealing key", rec.seq))
+                    })?;
+                    let msg =
+                        super::fss::checkpoint_message(&container, rec.seq, &rec.prev, seal.epoch);
+                    public
+                        .check(seal, &c.sig, &msg, &mut known_epoch_key)
+                        .map_err(|why| fault(line_no, format!("seq {}: {why}", rec.seq)))?;
+                    if let Some((l, s, t)) = oldest_unsealed {
+                        let began = public.epoch_start(seal.epoch);
+                        if began > public.seal_deadline(t) {
+                            return Err(fault(l, format!(
+                                "seq {s}: dated {} but first sealed by the checkpoint at seq {} in epoch {}, which began at {}: sealed too late, re-sealed after the fact with a later key (or the host was suspended or its clock jumped)",
+                                super::record::format_time(t, 0), rec.seq, seal.epoch, super::record::format_time(began, 0)
+                            )));
+                        }
+                    }
+                } else if let (Some(PublicKey::Plain(key)), Some(kid)) = (key, &key_id) {
                     if &c.key_id != kid {
                         return Err(fault(line_no, format!("seq {}: checkpoint signed with key {}, not with the given key {kid}", rec.seq, c.key_id)));
                     }
@@ -113,6 +157,7 @@ pub fn verify(data: &[u8], key: Option<&VerifyingKey>) -> Result<Verified, Fault
                     })?;
                 }
                 last_checkpoint = Some(rec.seq);
+                oldest_unsealed = None;
             }
             Body::End(_) => end_seq = Some(rec.seq),
             Body::Exec(_) => {}
@@ -122,6 +167,21 @@ pub fn verify(data: &[u8], key: Option<&VerifyingKey>) -> Result<Verified, Fault
                 line_no,
                 format!("seq {}: a record after the end record", rec.seq),
             ));
+        }
+        if let (Some(PublicKey::Sealed(_)), false) = (key, matches!(rec.body, Body::Checkpoint(_)))
+        {
+            let t = super::record::parse_time(&rec.time).ok_or_else(|| {
+                fault(
+                    line_no,
+                    format!(
+                        "seq {}: time {:?} is not an RFC 3339 UTC time",
+                        rec.seq, rec.time
+                    ),
+                )
+            })?;
+            if oldest_unsealed.is_none_or(|(_, _, o)| t < o) {
+                oldest_unsealed = Some((line_no, rec.seq, t));
+            }
         }
         prev = super::sha256_hex(raw);
         last_body = Some(rec.body);
@@ -140,13 +200,19 @@ pub fn verify(data: &[u8], key: Option<&VerifyingKey>) -> Result<Verified, Fault
         last_checkpoint,
         signatures_checked: key.is_some(),
         complete,
+        epochs,
     })
 }
 
 /// The one-line verdict `audit verify` prints for a good log.
 pub fn summary(v: &Verified) -> String {
     let cp = match v.last_checkpoint {
-        Some(s) => format!("last signed checkpoint at seq {s}"),
+        Some(s) => match v.epochs {
+            Some((a, b)) => {
+                format!("last signed checkpoint at seq {s}, sealed in epochs {a} to {b}")
+            }
+            None => format!("last signed checkpoint at seq {s}"),
+        },
         None => "no signed checkpoint".into(),
     };
     let sigs = if v.signatures_checked {
