@@ -7,7 +7,9 @@ subtracts the shell's own start-up) over a fresh container id ($$ of that shell)
           run removes the container when it returns, so there is nothing
           left to delete: `RT delete ID` would fail "container does not exist")
   create: RT --root S create --bundle B --pid-file P ID; RT --root S start ID;
-          wait until that pid has exited; RT --root S delete ID
+          wait until that pid is gone; RT --root S delete ID
+          (this driver is the child subreaper that reaps the container's
+          init, as conmon or containerd's shim would)
 The first lifecycle of each runtime is a probe that also checks no state is
 left behind (`RT state ID` must fail afterwards).
 as root (bundle config from `runc spec`) and rootless (as --user, default
@@ -40,7 +42,7 @@ Usage: bench/lifecycle.py [--rounds N] [--runs N] [--user NAME] [--modes root,ro
                           [--forms run,create] [--buildcell PATH] [--host-cgroups]
 Run as root.
 """
-import argparse, json, os, pwd, shutil, statistics, subprocess, sys, tempfile
+import argparse, ctypes, json, os, pwd, shutil, statistics, subprocess, sys, tempfile
 
 UNIFIED = "/sys/fs/cgroup/unified"
 p = argparse.ArgumentParser()
@@ -77,6 +79,40 @@ user = pwd.getpwnam(a.user) if "rootless" in modes else None
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=isinstance(cmd, str), **kw)
+
+
+# After `create` returns, the container's init is an orphan. Under conmon or
+# containerd's shim it is reparented to that monitor (a child subreaper),
+# which reaps it at once; `delete` comes after. Here pid 1 may reap late
+# (seconds), and crun's delete sometimes takes the zombie for a running
+# container. So this driver is the subreaper, and reaps every child as soon
+# as it exits while it waits for the command it ran.
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def run_reaping(argv, cwd=None, capture=False, marks=None):
+    """Run argv, reaping orphans meanwhile; with marks, create marks/<pid> for
+    every orphan reaped (the create form waits for its init's mark: /proc/PID
+    is no exit signal, it can vanish for an instant while runc's multi-threaded
+    init execs). -> (exit code, output if capture)."""
+    if marks:
+        shutil.rmtree(marks, ignore_errors=True)
+        os.makedirs(marks)
+        os.chmod(marks, 0o755)
+    out = tempfile.TemporaryFile() if capture else subprocess.DEVNULL
+    p = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if capture else subprocess.DEVNULL)
+    while True:
+        pid, st = os.wait()
+        if pid == p.pid:
+            break
+        if marks:
+            open(os.path.join(marks, str(pid)), "w").close()
+    p.returncode = os.waitstatus_to_exitcode(st)
+    text = ""
+    if capture:
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return p.returncode, text
 
 
 def as_user_prefix(xdg):
@@ -136,13 +172,15 @@ def lifecycle(rt, form, d, bundle):
         # without --keep; BuildKit relies on it): a delete after it would
         # only fail with "container does not exist".
         return f"ID=lc$$; {r} run --bundle {bundle} $ID"
-    # Wait until the container process has exited: gone, or a zombie (its
-    # parent after `create` returns is pid 1, which may reap late; kill -0
-    # would still succeed on the zombie). Shell builtins only.
+    # Wait until this driver, the subreaper, has reaped the container's init
+    # (run_reaping marks it in {d}/reaped). Shell builtins only.
     pidf = f"{d}/state/$$.pid"
     return (f"ID=lc$$; {r} create --bundle {bundle} --pid-file {pidf} $ID && {r} start $ID && read P <{pidf} && "
-            f"while read -r S <\"/proc/$P/stat\" 2>/dev/null; do case \"${{S##*) }}\" in Z*|X*) break;; esac; done; "
-            f"rm -f {pidf}; {r} delete $ID")
+            f"while [ ! -e {d}/reaped/$P ]; do :; done; rm -f {pidf}; "
+            # Rootless runc and crun refuse about 1% of these deletes ("not
+            # stopped: running") although the init was reaped and `state`
+            # right after says stopped: retry, bounded, then fail for real.
+            f"n=0; until {r} delete $ID 2>/dev/null; do n=$((n+1)); [ $n -lt 200 ] || {{ {r} delete $ID; exit 1; }}; done")
 
 
 def probe(rt, form, d, bundle, prefix):
@@ -151,12 +189,12 @@ def probe(rt, form, d, bundle, prefix):
         return f"{rt} not found"
     # afterwards no state may be left: `state` of the id must fail
     check = f" && ! {rt} --root {d}/state/{os.path.basename(rt)} state lc$$ >/dev/null 2>&1 && echo LIFECYCLE-OK"
-    r = sh(prefix + ["sh", "-c", lifecycle(rt, form, d, bundle) + check],
-           capture_output=True, text=True, timeout=60)
-    if r.returncode == 0 and "LIFECYCLE-OK" in r.stdout:
+    rc, out = run_reaping(prefix + ["timeout", "60", "sh", "-c", lifecycle(rt, form, d, bundle) + check], capture=True,
+                          marks=f"{d}/reaped")
+    if rc == 0 and "LIFECYCLE-OK" in out:
         return None
-    lines = [l for l in (r.stderr + r.stdout).splitlines() if l.strip()]
-    return (lines[0] if lines else f"exit {r.returncode}")[:160]
+    lines = [l for l in out.splitlines() if l.strip()]
+    return (lines[0] if lines else f"exit {rc}")[:160]
 
 
 def peak_rss(rt, form, d, bundle, prefix):
@@ -170,10 +208,10 @@ def peak_rss(rt, form, d, bundle, prefix):
     for i in range(5):
         cid = f"rss{os.getpid()}-{i}"
         argv = [rt, "--root", root, form, "--bundle", bundle, cid]
-        sh(prefix + ["/usr/bin/time", "-o", tf, "-f", "%M"] + argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run_reaping(prefix + ["/usr/bin/time", "-o", tf, "-f", "%M"] + argv)
         kib.append(int(open(tf).read().strip().splitlines()[-1]))
         if form == "create":
-            sh(prefix + [rt, "--root", root, "delete", "--force", cid], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            run_reaping(prefix + [rt, "--root", root, "delete", "--force", cid])
     return statistics.median(kib)
 
 
@@ -194,7 +232,9 @@ for mode in modes:
             out = os.path.join(d, f"round-{form}-{rnd}.json")
             cmds = [lifecycle(avail[n], form, d, bundle) for n in names]
             hf = ["hyperfine", "--warmup", "3", "--runs", str(a.runs), "--export-json", out, "--style", "none"] + cmds
-            sh(prefix + hf, check=True, cwd=d, stdout=subprocess.DEVNULL)
+            rc, log = run_reaping(prefix + hf, cwd=d, capture=True, marks=f"{d}/reaped")
+            if rc != 0:
+                sys.exit(f"bench: hyperfine failed ({mode}, {form}, round {rnd}):\n{log[-2000:]}")
             res = json.load(open(out))["results"]
             base = res[names.index(ref)]["mean"]
             for n, rr in zip(names, res):
