@@ -28,8 +28,8 @@ done
 echo "integration/install.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt=(apt-get -qq -o DPkg::Lock::Timeout=600)
-# No --no-install-recommends for netavark's sake would pull far too much; the
-# recipes' containers.conf selects netavark explicitly, so it is listed above.
+# --no-install-recommends as the recipes do: netavark is listed explicitly
+# (without it apt would pick containernetworking-plugins for podman).
 if ! "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1; then
   "${apt[@]}" update >/dev/null
   "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/dev/null
