@@ -42,7 +42,7 @@ Usage: bench/lifecycle.py [--rounds N] [--runs N] [--user NAME] [--modes root,ro
                           [--forms run,create] [--buildcell PATH] [--host-cgroups]
 Run as root.
 """
-import argparse, ctypes, json, os, pwd, shutil, statistics, subprocess, sys, tempfile
+import argparse, atexit, ctypes, json, os, pwd, shutil, statistics, subprocess, sys, tempfile
 
 UNIFIED = "/sys/fs/cgroup/unified"
 p = argparse.ArgumentParser()
@@ -74,6 +74,7 @@ modes = a.modes.split(",")
 forms = a.forms.split(",")
 work = tempfile.mkdtemp(prefix="buildcell-lifecycle-", dir="/var/tmp")
 os.chmod(work, 0o755)
+atexit.register(shutil.rmtree, work, True)  # also when a round fails
 user = pwd.getpwnam(a.user) if "rootless" in modes else None
 
 
@@ -257,4 +258,3 @@ for mode, form, ref, names, means, ratios, rss, missing in results:
         rcol = f"{statistics.median(ratios[n]):.2f}" + ("" if ref == "crun" else f" (to {ref})")
         mem = f"{rss[n]:.0f}"
         print(f"| {who} | {form} | {n} | {statistics.median(means[n]) * 1000:.2f} | {rcol} | {mem} |")
-shutil.rmtree(work, ignore_errors=True)
