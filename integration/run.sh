@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Run the real-engine integration recipes (podman root and rootless, buildah,
+# containerd ctr + CRI, dockerd + BuildKit) against an OCI runtime and judge
+# every check against integration/expected/<recipe>.txt, the checks known to
+# fail for buildcell today (strict: a listed check that passes fails the run,
+# so the lists can only shrink).
+#
+#   sudo integration/run.sh                      # buildcell (target/release, built if missing)
+#   sudo integration/run.sh --baseline           # runc first, then buildcell, side by side
+#   sudo RECIPES="podman-root buildah" integration/run.sh [RUNTIME]
+#   sudo integration/run.sh --write-expected[=REASON] [RUNTIME]
+#        rewrite expected/<recipe>.txt from this run's failures (reasons of
+#        lines still failing are kept; new lines get REASON or "TODO: <detail>")
+#
+# The recipes are called, never copied: $BUILDCELL_RECIPES, else
+# <repo>/../shared/integration-recipes, else /work/shared/integration-recipes.
+#
+# Environment: RECIPES (default: all five, run-all.sh's order), OUT (keep the
+# logs there; default a new /tmp/buildcell-integ-XXXXXX), RECIPE_TIMEOUT
+# (seconds per recipe, default 900), EXPECTED_DIR (default
+# integration/expected when the runtime is named buildcell, else none: every
+# check must pass), ROOTLESS_USER (default $BUILDCELL_TEST_USER or bctest,
+# the user of ci/test.sh), RECORD / KEEP / PODMAN_BRIDGE / BUILDAH_MODES
+# (passed through to the recipes). Exit status 0 when every recipe matched
+# its list, 1 otherwise, 2 for usage/setup errors.
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+
+baseline=0 write=0 reason="" rt=""
+for arg in "$@"; do
+  case $arg in
+    --baseline) baseline=1 ;;
+    --write-expected) write=1 ;;
+    --write-expected=*) write=1; reason=${arg#--write-expected=} ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "integration/run.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+    *) [ -z "$rt" ] || { echo "integration/run.sh: one RUNTIME only" >&2; exit 2; }; rt=$arg ;;
+  esac
+done
+
+die() { echo "integration/run.sh: $*" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "run as root (the recipes start daemons and switch to the rootless user themselves)"
+
+for d in "${BUILDCELL_RECIPES:-}" "$REPO/../shared/integration-recipes" /work/shared/integration-recipes; do
+  if [ -n "$d" ] && [ -x "$d/run-all.sh" ]; then RECIPES_DIR=$(cd "$d" && pwd); break; fi
+done
+[ -n "${RECIPES_DIR:-}" ] || die "integration recipes not found: set BUILDCELL_RECIPES, or put them at $REPO/../shared/integration-recipes or /work/shared/integration-recipes"
+[ -z "${BUILDCELL_RECIPES:-}" ] || [ "$RECIPES_DIR" -ef "$BUILDCELL_RECIPES" ] ||
+  die "BUILDCELL_RECIPES=$BUILDCELL_RECIPES has no run-all.sh"
+
+RECIPES=${RECIPES:-podman-root podman-rootless buildah containerd docker}
+for r in $RECIPES; do
+  [ -x "$RECIPES_DIR/$r.sh" ] || die "no recipe $RECIPES_DIR/$r.sh (RECIPES=$RECIPES)"
+done
+
+if [ -z "$rt" ]; then
+  rt=$REPO/target/release/buildcell
+  if [ ! -x "$rt" ]; then
+    echo "==> building $rt (cargo build --release)" >&2
+    export HOME=${HOME:-/root}
+    command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
+    (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+  fi
+fi
+rt_path=$(command -v "$rt") || die "runtime $rt not found"
+rt_path=$(readlink -f "$rt_path")
+rt_name=$(basename "$rt_path")
+
+if [ -z "${EXPECTED_DIR+x}" ]; then
+  if [ "$rt_name" = buildcell ]; then EXPECTED_DIR=$HERE/expected; else EXPECTED_DIR=""; fi
+fi
+[ "$write" = 0 ] || [ -n "$EXPECTED_DIR" ] || EXPECTED_DIR=$HERE/expected
+
+# Everything the recipes install anyway, installed up front so that apt-get
+# does not land inside a timed recipe (costs one dpkg-query each when present).
+"$HERE/install.sh" || die "integration/install.sh failed"
+
+export ROOTLESS_USER=${ROOTLESS_USER:-${BUILDCELL_TEST_USER:-bctest}}
+OUT=${OUT:-$(mktemp -d /tmp/buildcell-integ-XXXXXX)}
+mkdir -p "$OUT"; chmod 755 "$OUT"
+
+# The rootless recipes exec the runtime as $ROOTLESS_USER (inside the
+# engine's user namespace): give them a copy in a world-readable directory,
+# under its own base name (podman passes --log-format json by name), so a
+# repo under /root or a cargo build during the run cannot get in the way.
+stage() {
+  local src=$1 dir=$OUT/bin/$2
+  mkdir -p "$dir"; chmod 755 "$OUT/bin" "$dir"
+  cp "$src" "$dir/$(basename "$src")"; chmod 755 "$dir/$(basename "$src")"
+  echo "$dir/$(basename "$src")"
+}
+
+# run_recipes LABEL RUNTIME: every recipe, one at a time, into $OUT/LABEL/.
+run_recipes() {
+  local label=$1 runtime=$2 dir=$OUT/$1 r t0 rc dt
+  mkdir -p "$dir"
+  echo "==> $label: $runtime  (recipes: $RECIPES_DIR; logs: $dir)" >&2
+  for r in $RECIPES; do
+    t0=$(date +%s.%N)
+    # timeout signals the whole process group: the recipe's own trap then
+    # runs its cleanup (containers, daemons, mounts, cgroups). -k: last resort.
+    timeout -k 60 "${RECIPE_TIMEOUT:-900}" "$RECIPES_DIR/$r.sh" "$runtime" >"$dir/$r.log" 2>&1 </dev/null
+    rc=$?
+    dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
+    echo "$rc" >"$dir/$r.rc"; echo "$dt" >"$dir/$r.secs"
+    printf '    %-16s exit %-3s %6ss  %s\n' "$r" "$rc" "$dt" \
+      "$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$dir/$r.log" | tail -1 || true)" >&2
+  done
+}
+
+checks=(python3 "$HERE/checks.py")
+args=(--recipes "$RECIPES" --results "$OUT/$rt_name" --label "$rt_name" --expected "$EXPECTED_DIR")
+if [ "$baseline" = 1 ]; then
+  [ -x /usr/sbin/runc ] || die "--baseline needs /usr/sbin/runc (apt-get install runc)"
+  run_recipes runc-baseline "$(stage /usr/sbin/runc baseline)"
+  args+=(--baseline-results "$OUT/runc-baseline" --baseline-label "runc")
+fi
+run_recipes "$rt_name" "$(stage "$rt_path" under-test)"
+
+if [ "$write" = 1 ]; then
+  "${checks[@]}" write-expected --results "$OUT/$rt_name" --recipes "$RECIPES" --expected "$EXPECTED_DIR" --reason "$reason"
+fi
+"${checks[@]}" report "${args[@]}"
+status=$?
+echo "logs: $OUT" >&2
+exit $status
