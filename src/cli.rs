@@ -97,6 +97,21 @@ pub enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// List a container's processes (host pids).
+    Ps {
+        #[arg(long, short = 'f', default_value = "table")]
+        format: String,
+        id: String,
+        /// ps(1) options: not supported, the list is buildcell's own.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change a container's cgroup limits.
+    Update(UpdateCmd),
     /// Write a config.json for a bundle (rootless-ready: a user namespace
     /// mapping your ids to root), with a read-only `rootfs` and `sh`.
     Spec {
@@ -139,6 +154,33 @@ pub struct CreateCmd {
     /// Extra fds (from 3) passed to the container: not supported, 0 only.
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateCmd {
+    /// A LinuxResources JSON file, or `-` for stdin.
+    #[arg(long, short = 'r', value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+    /// Memory limit in bytes (runc's single-value flags follow).
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    #[arg(long)]
+    pub memory_reservation: Option<String>,
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    #[arg(long)]
+    pub cpu_shares: Option<u64>,
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
     pub id: String,
 }
 
@@ -397,6 +439,15 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
         Command::Kill { all, id, signal } => c::kill(&root(), &id, &signal, all),
         Command::Delete { force, id } => c::delete(&root(), &id, force),
         Command::List { format, quiet } => c::list(&root(), format == "json", quiet),
+        Command::Pause { id } => c::pause(&root(), &id, true),
+        Command::Resume { id } => c::pause(&root(), &id, false),
+        Command::Ps { format, id, ps_args } => {
+            if !ps_args.is_empty() {
+                return Err(usage("ps: ps(1) options are not supported; use --format json|table"));
+            }
+            c::ps(&root(), &id, format == "json")
+        }
+        Command::Update(u) => c::update(&root(), &u.id, &update_resources(&u)?),
         Command::Spec { bundle } => {
             let path = bundle.join("config.json");
             if path.exists() {
@@ -892,6 +943,68 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(mult)
         .filter(|v| *v > 0)
         .ok_or_else(|| "must be positive and fit in 64 bits".to_string())
+}
+
+/// The resources of `update`: a JSON file (`-` for stdin) and/or runc's
+/// single-value flags, which win over the file.
+fn update_resources(u: &UpdateCmd) -> Result<oci_spec::runtime::LinuxResources, Error> {
+    use serde_json::{json, Value};
+    let mut v: Value = match &u.resources {
+        Some(p) => {
+            let (text, name) = if p.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .map_err(|e| usage(format!("update --resources -: {e}")))?;
+                (s, "stdin".to_string())
+            } else {
+                let s = std::fs::read_to_string(p)
+                    .map_err(|e| usage(format!("update --resources {}: {e}", p.display())))?;
+                (s, p.display().to_string())
+            };
+            serde_json::from_str(&text)
+                .map_err(|e| usage(format!("update --resources {name}: not JSON: {e}")))?
+        }
+        None => json!({}),
+    };
+    let num = |flag: &str, t: &str| -> Result<i64, Error> {
+        if t == "-1" {
+            return Ok(-1);
+        }
+        parse_size(t)
+            .map(|n| n as i64)
+            .map_err(|e| usage(format!("update --{flag} {t:?}: {e}")))
+    };
+    if let Some(m) = &u.memory {
+        v["memory"]["limit"] = json!(num("memory", m)?);
+    }
+    if let Some(m) = &u.memory_swap {
+        v["memory"]["swap"] = json!(num("memory-swap", m)?);
+    }
+    if let Some(m) = &u.memory_reservation {
+        v["memory"]["reservation"] = json!(num("memory-reservation", m)?);
+    }
+    if let Some(p) = u.pids_limit {
+        v["pids"]["limit"] = json!(p);
+    }
+    if let Some(x) = u.cpu_shares {
+        v["cpu"]["shares"] = json!(x);
+    }
+    if let Some(x) = u.cpu_quota {
+        v["cpu"]["quota"] = json!(x);
+    }
+    if let Some(x) = u.cpu_period {
+        v["cpu"]["period"] = json!(x);
+    }
+    if let Some(x) = &u.cpuset_cpus {
+        v["cpu"]["cpus"] = json!(x);
+    }
+    if let Some(x) = &u.cpuset_mems {
+        v["cpu"]["mems"] = json!(x);
+    }
+    let text = v.to_string();
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| usage(format!("update resources: at {}: {}", e.path(), e.inner())))
 }
 
 #[cfg(test)]

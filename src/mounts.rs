@@ -60,6 +60,8 @@ pub struct Sources {
     root: OwnedFd,
     binds: BTreeMap<usize, OwnedFd>,
     devices: Vec<(PathBuf, OwnedFd)>,
+    /// The container's cgroup directories, read-only, by hierarchy name.
+    cgroups: Vec<(String, OwnedFd)>,
 }
 
 /// Stop mount events of this namespace from reaching the host (and keep the
@@ -158,10 +160,30 @@ pub fn capture_sources(
         let fd = sys::clone_tree(dev, false).map_err(sys_err("capture device", dev))?;
         devices.push((dev.clone(), fd));
     }
+    let mut cgroups = Vec::new();
+    if plan
+        .mounts
+        .iter()
+        .any(|m| matches!(m.kind, MountKind::Cgroup))
+    {
+        let ro = MountFlags {
+            readonly: true,
+            nosuid: true,
+            nodev: true,
+            noexec: true,
+            propagation: None,
+        };
+        for (name, dir) in &plan.cgroup_dirs {
+            let fd = sys::clone_tree(dir, false).map_err(sys_err("capture cgroup", dir))?;
+            set_flags(&fd, ro).map_err(sys_err("set flags on cgroup", dir))?;
+            cgroups.push((name.clone(), fd));
+        }
+    }
     Ok(Sources {
         root,
         binds,
         devices,
+        cgroups,
     })
 }
 
@@ -242,10 +264,63 @@ pub fn mount_all(
                 }
             }
             MountKind::Fs { .. } => mount_fs(m)?,
+            MountKind::Cgroup => mount_cgroup(m, sources)?,
         }
         log(&format!("mounted {}", m.destination.display()));
     }
     Ok(())
+}
+
+/// A `cgroup` mount: the container's own cgroup directories, never the
+/// host's tree. On v2 the one directory is bound at the destination; on v1
+/// a tmpfs holds one bind per hierarchy (and a link per co-mounted
+/// controller, `cpu -> cpu,cpuacct`), then becomes read-only.
+fn mount_cgroup(m: &MountPlan, sources: &Sources) -> Result<(), MountError> {
+    ensure_mountpoint(&m.destination, true)?;
+    let attach = |fd: &OwnedFd, at: &Path| {
+        sys::attach_mount(fd.as_fd(), at).map_err(|source| MountError::Sys {
+            what: "attach cgroup at",
+            path: at.into(),
+            source,
+        })
+    };
+    if let [(name, fd)] = sources.cgroups.as_slice() {
+        if name.is_empty() {
+            return attach(fd, &m.destination);
+        }
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let fail = |errno| MountError::Mount {
+        fstype: "tmpfs".into(),
+        path: m.destination.clone(),
+        errno,
+    };
+    mount(
+        Some("tmpfs"),
+        &m.destination,
+        Some("tmpfs"),
+        flags,
+        Some("mode=0755"),
+    )
+    .map_err(fail)?;
+    for (name, fd) in &sources.cgroups {
+        let dir = m.destination.join(name);
+        ensure_mountpoint(&dir, true)?;
+        attach(fd, &dir)?;
+        if name.contains(',') {
+            for c in name.split(',') {
+                let _ = symlink(name, m.destination.join(c));
+            }
+        }
+    }
+    mount(
+        None::<&str>,
+        &m.destination,
+        None::<&str>,
+        flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(fail)
 }
 
 fn mount_fs(m: &MountPlan) -> Result<(), MountError> {

@@ -66,8 +66,12 @@ fn rt(mode: Mode, bundle: &Path, args: &[&str]) -> Run {
     let root = root_of(bundle);
     let mut all = vec!["--root", root.as_str()];
     all.extend_from_slice(args);
-    let out = bundle.join(".rt-stdout");
-    let err = bundle.join(".rt-stderr");
+    // Fresh files per call: a created container keeps writing to those of
+    // its `create`.
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = bundle.join(format!(".rt-{n}-stdout"));
+    let err = bundle.join(format!(".rt-{n}-stderr"));
     let status = command(mode, bundle, &all, &[])
         .stdin(std::process::Stdio::null())
         .stdout(fs::File::create(&out).unwrap())
@@ -525,5 +529,98 @@ fn every_container_is_audited() {
         let v = run(mode, &b, &["audit", "verify", &log.display().to_string()]);
         assert!(v.stdout.starts_with("OK: "), "{v:?}");
         ok(rt(mode, &b, &["delete", "a1"]));
+    });
+}
+
+#[test]
+fn cgroup_limits_pause_update_ps_and_cleanup() {
+    each_mode(|mode| {
+        let cg = format!("/buildcell-test-{}/{mode:?}", std::process::id());
+        let add = |c: &mut Value| {
+            c["linux"]["cgroupsPath"] = json!(cg);
+            c["linux"]["resources"] = json!({
+                "memory": {"limit": 33554432},
+                "pids": {"limit": 20},
+                "devices": [{"allow": false, "access": "rwm"}]
+            });
+            c["mounts"].as_array_mut().unwrap().push(json!(
+                {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                 "options": ["rw", "nosuid", "noexec", "nodev"]}));
+        };
+        let b = bundle(
+            mode,
+            "cgroup",
+            &["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo x > /dev/null && echo devnull-ok; sleep 60"],
+            add,
+        );
+        ok(rt(mode, &b, &["create", "g1"]));
+        let s = state_json(mode, &b, "g1");
+        if mode == Mode::User {
+            // Rootless without a delegated cgroup: no limits, and it says so.
+            let note = s["annotations"]["org.buildcell.cgroup"]
+                .as_str()
+                .unwrap_or("");
+            assert!(note.starts_with("none: "), "{s}");
+            ok(rt(mode, &b, &["start", "g1"]));
+            assert_refused(&rt(mode, &b, &["pause", "g1"]), 1, "has no cgroup");
+            ok(rt(mode, &b, &["delete", "--force", "g1"]));
+            return;
+        }
+        let memdir = PathBuf::from("/sys/fs/cgroup/memory").join(cg.trim_start_matches('/'));
+        assert_eq!(
+            fs::read_to_string(memdir.join("memory.limit_in_bytes"))
+                .unwrap()
+                .trim(),
+            "33554432"
+        );
+        ok(rt(mode, &b, &["start", "g1"]));
+        let pid = s["pid"].as_i64().unwrap();
+        let ps: Vec<i64> =
+            serde_json::from_str(&ok(rt(mode, &b, &["ps", "--format", "json", "g1"]))).unwrap();
+        assert!(ps.contains(&pid), "{ps:?} lacks {pid}");
+        ok(rt(mode, &b, &["pause", "g1"]));
+        assert_eq!(state_json(mode, &b, "g1")["status"], "paused");
+        ok(rt(mode, &b, &["resume", "g1"]));
+        assert_eq!(state_json(mode, &b, "g1")["status"], "running");
+        ok(rt(mode, &b, &["update", "--memory", "64m", "g1"]));
+        assert_eq!(
+            fs::read_to_string(memdir.join("memory.limit_in_bytes"))
+                .unwrap()
+                .trim(),
+            "67108864"
+        );
+        ok(rt(mode, &b, &["delete", "--force", "g1"]));
+        assert!(!memdir.exists(), "cgroup left behind");
+        for h in ["pids", "cpu", "freezer", "devices"] {
+            assert!(!Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(cg.trim_start_matches('/'))
+                .exists());
+        }
+
+        // What the container saw: its own limit through the cgroup mount,
+        // and /dev/null usable despite the bundle's deny-all device rule.
+        let b2 = bundle(
+            mode,
+            "cgroup-view",
+            &["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; echo x > /dev/null && echo devnull-ok"],
+            add,
+        );
+        let r = ok(rt(mode, &b2, &["run", "g2"]));
+        assert_eq!(r, "33554432\ndevnull-ok\n");
+        // Past the memory limit the kernel kills the container: 137.
+        let b3 = bundle(
+            mode,
+            "oom",
+            &["sh", "-c", "head -c 200m /dev/zero | tail > /dev/null"],
+            add,
+        );
+        assert_eq!(rt(mode, &b3, &["run", "g3"]).code, 137);
+        for d in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let _ = fs::remove_dir(
+                d.path()
+                    .join(format!("buildcell-test-{}", std::process::id())),
+            );
+        }
     });
 }

@@ -250,6 +250,9 @@ pub enum MountKind {
         recursive: bool,
         dir: bool,
     },
+    /// The container's cgroup directories (see [`LaunchPlan::cgroup_dirs`]):
+    /// on v1 a tmpfs with one bind per hierarchy, on v2 one bind.
+    Cgroup,
     /// A new filesystem instance: tmpfs, proc, devpts, mqueue, sysfs.
     Fs {
         fstype: String,
@@ -347,6 +350,10 @@ pub struct LaunchPlan {
     pub sysctl: Vec<(String, String)>,
     /// `linux.rootfsPropagation` (default: rslave, as runc).
     pub rootfs_propagation: MountPropagation,
+    /// The container's cgroup directories on the host, for `cgroup` mounts:
+    /// `(name, dir)` per v1 hierarchy (`cpu,cpuacct`, `memory`, ...), or
+    /// one entry with an empty name on v2. Set once the cgroup exists.
+    pub cgroup_dirs: Vec<(String, PathBuf)>,
     /// How the container is started: `step` forks the user process from a
     /// reaping pid 1; a bundle's init becomes the user process itself.
     pub mode: PlanMode,
@@ -590,6 +597,7 @@ pub fn plan_in(
         readonly_paths: paths(linux.readonly_paths(), "readonlyPaths")?,
         sysctl,
         rootfs_propagation,
+        cgroup_dirs: Vec::new(),
         mode,
         verbose,
     })
@@ -804,14 +812,13 @@ fn plan_mount(
             recursive: bind.unwrap_or(true),
         }
     } else if typ == "cgroup" || typ == "cgroup2" {
-        // The host's cgroup tree, read-only: a container never writes
-        // cgroup files (limits are set from outside).
+        // The container's own cgroup, read-only whatever the options say:
+        // limits are set from outside, never by the container.
         flags.readonly = true;
-        MountKind::Bind {
-            source: PathBuf::from("/sys/fs/cgroup"),
-            recursive: true,
-            dir: true,
-        }
+        flags.nosuid = true;
+        flags.nodev = true;
+        flags.noexec = true;
+        MountKind::Cgroup
     } else {
         match typ.as_str() {
             "tmpfs" | "proc" | "devpts" | "mqueue" | "sysfs" => {}
