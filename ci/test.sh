@@ -17,8 +17,11 @@ export HOME="${HOME:-/root}"
 command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 
 # Debian packages the tests use: newuidmap/newgidmap (uidmap), runuser and
-# unshare (util-linux), script (bsdutils), useradd (passwd).
-need=(uidmap util-linux bsdutils passwd)
+# unshare (util-linux), script (bsdutils), useradd (passwd), the rootfs of
+# the OCI tests (busybox-static), the kernel headers the build reads the
+# syscall names from (linux-libc-dev). The engines come with
+# integration/install.sh.
+need=(uidmap util-linux bsdutils passwd busybox-static linux-libc-dev)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -58,5 +61,21 @@ cargo test 2>&1 | tee "$log" || status=$?
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END{print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END{print s+0}')
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then failed=1; fi
+
+say "integration: podman, buildah, containerd, docker (+BuildKit) against target/release/buildcell"
+cargo build --release --quiet
+integ_log=$(mktemp)
+integ=0
+integration/run.sh 2>&1 | tee "$integ_log" || integ=$?
+# Every engine check counts in the total.
+ipass=$(sed -n 's/^buildcell: \([0-9]*\) passed, .*/\1/p' "$integ_log" | tail -1)
+ifail=$(sed -n 's/^buildcell: [0-9]* passed, [0-9]* failed as expected, \([0-9]*\) failed unexpectedly.*/\1/p' "$integ_log" | tail -1)
+passed=$((passed + ${ipass:-0}))
+failed=$((failed + ${ifail:-0}))
+if [ "$integ" != 0 ]; then
+  status=1
+  [ "${ifail:-0}" != 0 ] || failed=$((failed + 1))
+fi
+rm -f "$integ_log"
 echo "total: $passed passed, $failed failed"
 exit "$status"

@@ -98,6 +98,7 @@ run_recipes() {
   echo "==> $label: $runtime  (recipes: $RECIPES_DIR; logs: $dir)" >&2
   for r in $RECIPES; do
     t0=$(date +%s.%N)
+    touch "$dir/$r.start"
     # timeout signals the whole process group: the recipe's own trap then
     # runs its cleanup (containers, daemons, mounts, cgroups). -k: last resort.
     timeout -k 60 "${RECIPE_TIMEOUT:-900}" "$RECIPES_DIR/$r.sh" "$runtime" >"$dir/$r.log" 2>&1 </dev/null
@@ -118,10 +119,23 @@ if [ "$baseline" = 1 ]; then
 fi
 run_recipes "$rt_name" "$(stage "$rt_path" under-test)"
 
+# buildcell's own promise on top of the recipes' checks: every container
+# an engine ran as root left an audit log that verifies and holds what ran.
+audit_status=0
+if [ "$rt_name" = buildcell ]; then
+  echo "==> audit logs of the engines' containers" >&2
+  for r in $RECIPES; do
+    case $r in *rootless*) continue ;; esac
+    "$HERE/audit-check.sh" "$r" "$OUT/$rt_name/$r.start" "$rt_path" >"$OUT/$rt_name/$r.audit" 2>&1 || audit_status=1
+    sed "s/^/    $r: /" "$OUT/$rt_name/$r.audit" >&2
+  done
+fi
+
 if [ "$write" = 1 ]; then
   "${checks[@]}" write-expected --results "$OUT/$rt_name" --recipes "$RECIPES" --expected "$EXPECTED_DIR" --reason "$reason"
 fi
 "${checks[@]}" report "${args[@]}"
 status=$?
+[ "$audit_status" = 0 ] || { echo "audit checks FAILED" >&2; status=1; }
 echo "logs: $OUT" >&2
 exit $status

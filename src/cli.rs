@@ -97,6 +97,8 @@ pub enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Run a new process in a running container.
+    Exec(ExecCmd),
     /// Freeze every process of a container.
     Pause { id: String },
     /// Thaw a paused container.
@@ -155,6 +157,44 @@ pub struct CreateCmd {
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
     pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecCmd {
+    /// An OCI process JSON file (args, env, cwd, user, capabilities...).
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub process: Option<PathBuf>,
+    /// Start the process, write its pid, exit: the caller reaps it.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Give the process a terminal (its master goes to --console-socket).
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    #[arg(long, value_name = "SOCKET")]
+    pub console_socket: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    #[arg(long, short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// UID[:GID] inside the container.
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    #[arg(long = "additional-gids", short = 'g', value_name = "GID")]
+    pub additional_gids: Vec<u32>,
+    /// Add a capability to the bounding, effective and permitted sets.
+    #[arg(long = "cap", short = 'c', value_name = "CAP")]
+    pub caps: Vec<String>,
+    #[arg(long)]
+    pub no_new_privs: bool,
+    /// Extra fds (from 3) passed to the process: not supported, 0 only.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
+    pub id: String,
+    /// The command and its arguments (without --process).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -439,6 +479,27 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
         Command::Kill { all, id, signal } => c::kill(&root(), &id, &signal, all),
         Command::Delete { force, id } => c::delete(&root(), &id, force),
         Command::List { format, quiet } => c::list(&root(), format == "json", quiet),
+        Command::Exec(e) => {
+            if e.preserve_fds != 0 {
+                return Err(usage("--preserve-fds: passing extra fds is not supported; use 0"));
+            }
+            let a = c::ExecArgs {
+                id: e.id,
+                process: e.process,
+                detach: e.detach,
+                pid_file: e.pid_file,
+                tty: e.tty,
+                console_socket: e.console_socket,
+                cwd: e.cwd,
+                env: e.env,
+                user: e.user,
+                additional_gids: e.additional_gids,
+                caps: e.caps,
+                no_new_privs: e.no_new_privs,
+                args: e.args,
+            };
+            c::exec(&root(), &a, g.debug)
+        }
         Command::Pause { id } => c::pause(&root(), &id, true),
         Command::Resume { id } => c::pause(&root(), &id, false),
         Command::Ps { format, id, ps_args } => {

@@ -410,6 +410,7 @@ pub fn create(
     plan: &LaunchPlan,
     idmap: Option<&IdMapPlan>,
     gate: Gate,
+    console_socket: Option<&std::path::Path>,
     place: impl FnOnce(i32) -> Result<(), Error>,
     timer: Timer,
 ) -> Result<Created, Error> {
@@ -431,7 +432,7 @@ pub fn create(
     let pid = match namespaces::clone_into(&flags)? {
         None => {
             drop(parent_end);
-            oci_init(plan, child_end, gate, timer)
+            oci_init(plan, child_end, gate, console_socket.is_some(), timer)
         }
         Some(pid) => Pid::from_raw(pid),
     };
@@ -445,7 +446,11 @@ pub fn create(
         timer.log("uid/gid maps written");
     }
     parent_end.maps_written(false)?;
-    match parent_end.wait_ready()? {
+    let on_console = |master: OwnedFd| match console_socket {
+        Some(path) => crate::terminal::send_to_console_socket(path, &master),
+        None => Err("the container made a terminal but no --console-socket was given".into()),
+    };
+    match parent_end.wait_ready(on_console)? {
         Ok(listener) => {
             guard.0 = None;
             timer.log("container init ready, waiting for start");
@@ -462,73 +467,254 @@ pub fn create(
 
 /// A bundle's init: the setup, then the user process's own last steps in
 /// the same process (it becomes the user process). Never returns.
-fn oci_init(plan: &LaunchPlan, chan: ChildEnd, gate: Gate, t: Timer) -> ! {
-    let result = (|| -> Result<std::convert::Infallible, Failure> {
-        init_steps(plan, &chan, t)?;
-        let p = &plan.process;
-        nix::unistd::chdir(&p.cwd).map_err(|e| {
-            Failure(
-                "process.cwd",
-                format!("{}: {}", p.cwd.display(), e.desc()),
-                125,
-            )
-        })?;
-        for r in &p.rlimits {
-            process::set_rlimit(r).map_err(fail("process.rlimits"))?;
-        }
-        let _ = nix::unistd::setsid();
-        let gate_fd = match &gate {
-            Gate::Fifo(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
-            Gate::Now => None,
+fn oci_init(plan: &LaunchPlan, chan: ChildEnd, gate: Gate, console: bool, t: Timer) -> ! {
+    let result = init_steps(plan, &chan, t).and_then(|()| {
+        let last = LastSteps {
+            process: &plan.process,
+            seccomp: &plan.seccomp,
+            audit: plan.audit_exec,
+            console,
         };
-        // Only stdio, the channel and the gate survive.
-        let keep = chan.as_raw_fd();
-        sys::close_fds_from(keep.max(gate_fd.unwrap_or(0)) + 1).map_err(fail("close fds"))?;
-        for fd in 3..keep.max(gate_fd.unwrap_or(0)) {
-            if Some(fd) != gate_fd && fd != keep {
-                let _ = nix::unistd::close(fd);
-            }
-        }
-        process::reset_signals();
-        // With no_new_privs the filters are installed last, after the
-        // capabilities are dropped. Without it, installing a filter needs
-        // CAP_SYS_ADMIN, so they come first (as runc does), and the
-        // profile must allow the capability calls that follow.
-        let audit = || -> Result<Option<OwnedFd>, Failure> {
-            if !plan.audit_exec {
-                return Ok(None);
-            }
-            sys::seccomp_install_listener(&seccomp::exec_notify_program())
-                .map(Some)
-                .map_err(fail("exec audit filter"))
-        };
-        let listener;
-        if p.no_new_privileges {
-            capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
-            nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
-            listener = audit()?;
-        } else {
-            listener = audit()?;
-            seccomp::apply(&plan.seccomp).map_err(fail("seccomp"))?;
-            capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
-        }
-        // From here `create` may exit: this process must outlive it.
-        nix::sys::prctl::set_pdeathsig(None).map_err(fail("clear parent-death signal"))?;
-        chan.ready(listener.as_ref()).map_err(fail("ready"))?;
-        drop(listener);
-        if let Gate::Fifo(fd) = &gate {
-            wait_for_start(fd).map_err(fail("wait for start"))?;
-        }
-        drop(gate);
-        if p.no_new_privileges {
-            seccomp::apply(&plan.seccomp).map_err(fail("seccomp"))?;
-        }
-        let f = process::exec(&p.args, &p.env);
-        Err(Failure("exec", f.message, f.exit_code))
-    })();
+        become_process(&last, &chan, gate)
+    });
     let Err(Failure(step, message, code)) = result;
     chan.failed(step, &message, code);
     sys::exit_now(code)
+}
+
+/// What the last steps of a container process need.
+struct LastSteps<'a> {
+    process: &'a crate::spec::ProcessPlan,
+    seccomp: &'a [crate::seccomp::CompiledFilter],
+    audit: bool,
+    /// Make a terminal and send its master to the parent.
+    console: bool,
+}
+
+/// The last steps of a container process, shared by a bundle's init and
+/// `exec`: terminal, cwd, rlimits, ids and capabilities, no_new_privs,
+/// fds, signals, the exec-audit filter, ready, the start gate, seccomp,
+/// execve. Returns only on failure.
+fn become_process(
+    last: &LastSteps,
+    chan: &ChildEnd,
+    gate: Gate,
+) -> Result<std::convert::Infallible, Failure> {
+    let p = last.process;
+    // The terminal comes from the container's own devpts; the engine gets
+    // the master, the slave becomes stdio.
+    if p.terminal && last.console {
+        let (master, slave) = crate::terminal::open_pty().map_err(fail("terminal"))?;
+        chan.console(&master).map_err(fail("terminal"))?;
+        drop(master);
+        crate::terminal::attach(&slave).map_err(fail("terminal"))?;
+    }
+    nix::unistd::chdir(&p.cwd).map_err(|e| {
+        Failure(
+            "process.cwd",
+            format!("{}: {}", p.cwd.display(), e.desc()),
+            125,
+        )
+    })?;
+    for r in &p.rlimits {
+        process::set_rlimit(r).map_err(fail("process.rlimits"))?;
+    }
+    let _ = nix::unistd::setsid();
+    let gate_fd = match &gate {
+        Gate::Fifo(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
+        Gate::Now => None,
+    };
+    // Only stdio, the channel and the gate survive.
+    let keep = chan.as_raw_fd();
+    let top = keep.max(gate_fd.unwrap_or(0));
+    sys::close_fds_from(top + 1).map_err(fail("close fds"))?;
+    for fd in 3..top {
+        if Some(fd) != gate_fd && fd != keep {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    process::reset_signals();
+    // With no_new_privs the filters are installed last, after the
+    // capabilities are dropped. Without it, installing a filter needs
+    // CAP_SYS_ADMIN, so they come first (as runc does), and the profile
+    // must allow the capability calls that follow.
+    let audit = || -> Result<Option<OwnedFd>, Failure> {
+        if !last.audit {
+            return Ok(None);
+        }
+        sys::seccomp_install_listener(&seccomp::exec_notify_program())
+            .map(Some)
+            .map_err(fail("exec audit filter"))
+    };
+    let listener;
+    if p.no_new_privileges {
+        capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
+        nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
+        listener = audit()?;
+    } else {
+        listener = audit()?;
+        seccomp::apply(last.seccomp).map_err(fail("seccomp"))?;
+        capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
+    }
+    // From here the runtime may exit: this process must outlive it.
+    nix::sys::prctl::set_pdeathsig(None).map_err(fail("clear parent-death signal"))?;
+    chan.ready(listener.as_ref()).map_err(fail("ready"))?;
+    drop(listener);
+    if let Gate::Fifo(fd) = &gate {
+        wait_for_start(fd).map_err(fail("wait for start"))?;
+    }
+    drop(gate);
+    if p.no_new_privileges {
+        seccomp::apply(last.seccomp).map_err(fail("seccomp"))?;
+    }
+    let f = process::exec(&p.args, &p.env);
+    Err(Failure("exec", f.message, f.exit_code))
+}
+
+/// A process started by `exec` in a running container: forked, ready to
+/// exec, with its exec-audit listener.
+pub struct Spawned {
+    pub pid: Pid,
+    pub listener: Option<OwnedFd>,
+    pub signals: SignalFd,
+    pub channel: sync::ParentEnd,
+}
+
+/// `exec`: start `process` in the namespaces of the container whose init
+/// is `init`. An intermediate child enters the namespaces (the user
+/// namespace first, the mount namespace last) and forks the process, which
+/// is then inside the container's pid namespace; `place` puts it in the
+/// container's cgroup before it goes on.
+pub fn exec(
+    init: i32,
+    process: &crate::spec::ProcessPlan,
+    seccomp: &[crate::seccomp::CompiledFilter],
+    audit: bool,
+    console_socket: Option<&std::path::Path>,
+    place: impl FnOnce(i32) -> Result<(), Error>,
+    timer: Timer,
+) -> Result<Spawned, Error> {
+    let (parent_end, child_end) = sync::channel()?;
+    let sfd = reaper::signal_fd().map_err(|errno| Error::Setup {
+        step: "block signals",
+        message: errno.desc().into(),
+    })?;
+    let middle = match sys::clone_fork(0).map_err(|e| Error::Setup {
+        step: "fork",
+        message: e.to_string(),
+    })? {
+        None => {
+            drop(parent_end);
+            exec_middle(
+                init,
+                process,
+                seccomp,
+                audit,
+                console_socket.is_some(),
+                child_end,
+            )
+        }
+        Some(pid) => Pid::from_raw(pid),
+    };
+    drop(child_end);
+    let spawned = parent_end.wait_spawned();
+    // The intermediate exits once it has forked; reap it either way.
+    let _ = waitpid(middle, None);
+    let pid = match spawned? {
+        Ok(pid) => Pid::from_raw(pid),
+        Err(outcome) => return Err(child_failed(&mut ChildGuard(None), middle, outcome)),
+    };
+    let mut guard = KillGuard(Some(pid));
+    timer.log(&format!(
+        "exec: process forked in the container, host pid {pid}"
+    ));
+    place(pid.as_raw())?;
+    parent_end.placed()?;
+    let on_console = |master: OwnedFd| match console_socket {
+        Some(path) => crate::terminal::send_to_console_socket(path, &master),
+        None => Err("the process made a terminal but no --console-socket was given".into()),
+    };
+    match parent_end.wait_ready(on_console)? {
+        Ok(listener) => {
+            guard.0 = None;
+            Ok(Spawned {
+                pid,
+                listener,
+                signals: sfd,
+                channel: parent_end,
+            })
+        }
+        Err(SetupOutcome::Failed {
+            step,
+            message,
+            exit_code,
+        }) => Err(Error::Child {
+            step,
+            message,
+            exit_code,
+        }),
+        Err(_) => Err(Error::Setup {
+            step: "exec",
+            message: "the process ended before it was ready".into(),
+        }),
+    }
+}
+
+/// Kills a process that is not our child (an `exec`'d one) on error.
+struct KillGuard(Option<Pid>);
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// The intermediate of `exec`: enter the container's namespaces, fork the
+/// process, report its pid, exit. Never returns.
+fn exec_middle(
+    init: i32,
+    process: &crate::spec::ProcessPlan,
+    seccomp: &[crate::seccomp::CompiledFilter],
+    audit: bool,
+    console: bool,
+    chan: ChildEnd,
+) -> ! {
+    if let Err(e) = namespaces::enter_all_of(init) {
+        chan.failed("join the container's namespaces", &e.to_string(), 125);
+        sys::exit_now(125);
+    }
+    match sys::clone_fork(0) {
+        Err(e) => {
+            chan.failed("fork", &e.to_string(), 125);
+            sys::exit_now(125)
+        }
+        Ok(Some(pid)) => {
+            let _ = chan.spawned(pid);
+            sys::exit_now(0)
+        }
+        Ok(None) => {
+            // No parent-death signal: the parent is the intermediate, which
+            // exits now. If `buildcell exec` dies instead, the channel
+            // closes and the wait below fails.
+            let result = chan
+                .wait_placed()
+                .map_err(fail("wait for the cgroup"))
+                .and_then(|()| {
+                    let last = LastSteps {
+                        process,
+                        seccomp,
+                        audit,
+                        console,
+                    };
+                    become_process(&last, &chan, Gate::Now)
+                });
+            let Err(Failure(step, message, code)) = result;
+            chan.failed(step, &message, code);
+            sys::exit_now(code)
+        }
+    }
 }
 
 /// Block until `start` writes its byte into the exec fifo.

@@ -30,6 +30,7 @@ pub mod spec;
 pub mod sync;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod terminal;
 pub mod userns;
 
 pub use error::Error;

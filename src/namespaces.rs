@@ -135,3 +135,51 @@ pub fn join_all(
     }
     Ok(())
 }
+
+/// Enter every namespace of process `pid` that differs from ours: the
+/// user namespace first (it grants the rights for the others), the mount
+/// namespace last (it changes the root). The pid namespace applies to
+/// children forked afterwards.
+pub fn enter_all_of(pid: i32) -> Result<(), NamespaceError> {
+    let order = [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    // Opened first: once in the container's mount namespace, the host's
+    // /proc is out of reach.
+    let mut files = Vec::new();
+    for (name, flag) in order {
+        let theirs = format!("/proc/{pid}/ns/{name}");
+        let mine = format!("/proc/self/ns/{name}");
+        let same = match (std::fs::read_link(&theirs), std::fs::read_link(&mine)) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(e), _) => {
+                return Err(NamespaceError::Join {
+                    path: theirs.into(),
+                    message: e.to_string(),
+                })
+            }
+            _ => false,
+        };
+        if same {
+            continue;
+        }
+        let f = std::fs::File::open(&theirs).map_err(|e| NamespaceError::Join {
+            path: theirs.clone().into(),
+            message: e.to_string(),
+        })?;
+        files.push((theirs, f, flag));
+    }
+    for (path, f, flag) in files {
+        nix::sched::setns(f, flag).map_err(|e| NamespaceError::Join {
+            path: path.into(),
+            message: format!("setns: {}", e.desc()),
+        })?;
+    }
+    Ok(())
+}

@@ -63,6 +63,14 @@ pub enum Message {
     /// Child → parent: the exec-audit listener (fd attached); the parent
     /// must serve it from now on, the user process's exec waits on it.
     Listening,
+    /// Intermediate → parent (`exec`): the process that will exec was
+    /// forked inside the container's namespaces; its host pid.
+    Spawned { pid: i32 },
+    /// Parent → process (`exec`): it is in the container's cgroup; go on.
+    Placed,
+    /// Child → parent: the master of the container's terminal (fd
+    /// attached), for the parent to pass to `--console-socket`.
+    Console,
     /// Child → parent: a bundle's init is set up and waits for `start`;
     /// the exec-audit listener is attached when the plan audits execs.
     Ready,
@@ -83,6 +91,9 @@ impl Message {
             Message::IdmapDone => "IdmapDone",
             Message::Listening => "Listening",
             Message::Ready => "Ready",
+            Message::Console => "Console",
+            Message::Spawned { .. } => "Spawned",
+            Message::Placed => "Placed",
             Message::Failed { .. } => "Failed",
         }
     }
@@ -266,8 +277,41 @@ impl ParentEnd {
 
     /// Wait until a bundle's init is ready (its listener, if any) or
     /// failed.
-    pub fn wait_ready(&self) -> Result<Result<Option<OwnedFd>, SetupOutcome>, SyncError> {
-        match self.0.recv()? {
+    /// A terminal master sent on the way is given to `on_console`.
+    pub fn wait_ready(
+        &self,
+        mut on_console: impl FnMut(OwnedFd) -> Result<(), String>,
+    ) -> Result<Result<Option<OwnedFd>, SetupOutcome>, SyncError> {
+        loop {
+            match self.0.recv()? {
+                Some((Message::Console, mut fds)) => {
+                    let fd = match (fds.pop(), fds.is_empty()) {
+                        (Some(fd), true) => fd,
+                        _ => {
+                            return Err(SyncError::FdCount {
+                                expected: 1,
+                                got: fds.len(),
+                            })
+                        }
+                    };
+                    if let Err(message) = on_console(fd) {
+                        return Ok(Err(SetupOutcome::Failed {
+                            step: "terminal".into(),
+                            message,
+                            exit_code: 125,
+                        }));
+                    }
+                }
+                other => return self.ready_outcome(other),
+            }
+        }
+    }
+
+    fn ready_outcome(
+        &self,
+        msg: Option<(Message, Vec<OwnedFd>)>,
+    ) -> Result<Result<Option<OwnedFd>, SetupOutcome>, SyncError> {
+        match msg {
             None => Ok(Err(SetupOutcome::Executed)),
             Some((Message::Ready, mut fds)) => match (fds.pop(), fds.is_empty()) {
                 (fd, true) => Ok(Ok(fd)),
@@ -293,6 +337,35 @@ impl ParentEnd {
                 received: other.name().into(),
             }),
         }
+    }
+
+    /// `exec`: the host pid of the process forked in the container.
+    pub fn wait_spawned(&self) -> Result<Result<i32, SetupOutcome>, SyncError> {
+        match self.0.recv()? {
+            None => Err(SyncError::Closed("Spawned")),
+            Some((Message::Spawned { pid }, _)) => Ok(Ok(pid)),
+            Some((
+                Message::Failed {
+                    step,
+                    message,
+                    exit_code,
+                },
+                _,
+            )) => Ok(Err(SetupOutcome::Failed {
+                step,
+                message,
+                exit_code,
+            })),
+            Some((other, _)) => Err(SyncError::Unexpected {
+                expected: "Spawned or Failed",
+                received: other.name().into(),
+            }),
+        }
+    }
+
+    /// `exec`: the process is in the container's cgroup.
+    pub fn placed(&self) -> Result<(), SyncError> {
+        self.0.send(&Message::Placed, &[])
     }
 
     /// After the step: the exec failure the user process reported, if any
@@ -345,6 +418,29 @@ impl ChildEnd {
     /// Hand the exec-audit listener to the parent.
     pub fn listening(&self, listener: &OwnedFd) -> Result<(), SyncError> {
         self.0.send(&Message::Listening, &[listener.as_raw_fd()])
+    }
+
+    /// `exec`: the process forked inside the container is `pid`.
+    pub fn spawned(&self, pid: i32) -> Result<(), SyncError> {
+        self.0.send(&Message::Spawned { pid }, &[])
+    }
+
+    /// `exec`: wait until the parent has placed this process in the
+    /// container's cgroup.
+    pub fn wait_placed(&self) -> Result<(), SyncError> {
+        match self.0.recv()? {
+            None => Err(SyncError::Closed("Placed")),
+            Some((Message::Placed, _)) => Ok(()),
+            Some((other, _)) => Err(SyncError::Unexpected {
+                expected: "Placed",
+                received: other.name().into(),
+            }),
+        }
+    }
+
+    /// Hand the terminal's master to the parent.
+    pub fn console(&self, master: &OwnedFd) -> Result<(), SyncError> {
+        self.0.send(&Message::Console, &[master.as_raw_fd()])
     }
 
     /// A bundle's init is ready; `listener` is its exec-audit listener.

@@ -229,6 +229,15 @@ pub fn own_received_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// `ioctl(fd, TIOCSCTTY, 0)`: make the terminal `fd` the calling session's
+/// controlling terminal.
+pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and
+    // reads no memory of ours; `fd` is a valid open descriptor.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    nix::errno::Errno::result(rc).map(|_| ())
+}
+
 /// `setrlimit(2)` for a resource given by number (`process.rlimits`).
 pub fn set_rlimit(resource: i32, soft: u64, hard: u64) -> nix::Result<()> {
     let lim = libc::rlimit {

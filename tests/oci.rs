@@ -624,3 +624,152 @@ fn cgroup_limits_pause_update_ps_and_cleanup() {
         }
     });
 }
+
+#[test]
+fn exec_runs_in_the_container_and_is_audited() {
+    each_mode(|mode| {
+        let b = bundle(mode, "exec", &["sleep", "60"], |_| {});
+        ok(rt(mode, &b, &["create", "x1"]));
+        ok(rt(mode, &b, &["start", "x1"]));
+        let init = state_json(mode, &b, "x1")["pid"].as_i64().unwrap();
+        // Foreground: the status and output of the process, pid 2 inside.
+        let r = rt(
+            mode,
+            &b,
+            &["exec", "x1", "sh", "-c", "echo in $$ $(hostname); exit 3"],
+        );
+        assert_eq!(r.code, 3, "{r:?}");
+        assert_eq!(r.stdout, "in 2 buildcell\n");
+        // --process FILE with env, cwd and user, detached with a pid file.
+        let proc_file = b.join("process.json");
+        fs::write(
+            &proc_file,
+            json!({"args": ["sh", "-c", "echo $FOO $(id -u) $(pwd) > /tmp/out; sleep 30"],
+                   "env": ["PATH=/bin", "FOO=bar"], "cwd": "/tmp",
+                   "user": {"uid": 0, "gid": 0}})
+            .to_string(),
+        )
+        .unwrap();
+        let pf = b.join("exec.pid").display().to_string();
+        let pfile = proc_file.display().to_string();
+        ok(rt(
+            mode,
+            &b,
+            &[
+                "exec",
+                "--process",
+                &pfile,
+                "--detach",
+                "--pid-file",
+                &pf,
+                "x1",
+            ],
+        ));
+        let pid: i64 = fs::read_to_string(&pf).unwrap().trim().parse().unwrap();
+        assert!(alive(pid));
+        let ps: Vec<i64> =
+            serde_json::from_str(&ok(rt(mode, &b, &["ps", "--format", "json", "x1"]))).unwrap();
+        assert!(ps.contains(&pid) && ps.contains(&init), "{ps:?}");
+        // Same mount namespace as the init: the file is visible through it.
+        let out = PathBuf::from(format!("/proc/{init}/root/tmp/out"));
+        assert!(wait_until(5, || fs::read_to_string(&out)
+            .is_ok_and(|s| s == "bar 0 /tmp\n")));
+        // An unknown command: 127 and one line.
+        assert_refused(
+            &rt(mode, &b, &["exec", "x1", "/nope"]),
+            127,
+            "cannot execute",
+        );
+
+        let saved: Value =
+            serde_json::from_str(&fs::read_to_string(b.join("state/x1/state.json")).unwrap())
+                .unwrap();
+        let log = PathBuf::from(saved["audit_log"].as_str().unwrap());
+        ok(rt(mode, &b, &["kill", "x1", "KILL"]));
+        assert!(
+            wait_until(5, || !alive(pid)),
+            "exec'd process outlived the init"
+        );
+        assert!(wait_until(5, || state_json(mode, &b, "x1")["status"] == "stopped"));
+        assert_refused(&rt(mode, &b, &["exec", "x1", "true"]), 1, "it is stopped");
+        ok(rt(mode, &b, &["delete", "x1"]));
+        assert!(wait_until(5, || fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"type\":\"end\"")));
+        let text = fs::read_to_string(&log).unwrap();
+        // The exec'd commands are in the container's one log.
+        assert!(
+            text.contains("\"argv\":[\"sh\",\"-c\",\"echo in $$ $(hostname); exit 3\"]"),
+            "{text}"
+        );
+        assert!(text.contains("\"argv\":[\"sleep\",\"30\"]"), "{text}");
+        let v = run(mode, &b, &["audit", "verify", &log.display().to_string()]);
+        assert!(v.stdout.starts_with("OK: "), "{v:?}");
+    });
+}
+
+/// Receive the fd an engine's console socket gets.
+fn receive_master(listener: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 64];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the fd was just received from the kernel; we own it.
+            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no fd on the console socket");
+}
+
+#[test]
+fn terminal_master_goes_to_the_console_socket() {
+    each_mode(|mode| {
+        let b = bundle(
+            mode,
+            "tty",
+            &[
+                "sh",
+                "-c",
+                "tty; test -t 0 && test -t 1 && echo all-tty; sleep 5",
+            ],
+            |c| c["process"]["terminal"] = json!(true),
+        );
+        let sock = b.join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        fs::set_permissions(&sock, fs::Permissions::from_mode(0o777)).unwrap();
+        let s = sock.display().to_string();
+        // Without a console socket a terminal is refused at once.
+        assert_refused(&rt(mode, &b, &["create", "t0"]), 1, "--console-socket");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| tx.send(receive_master(&listener)).unwrap());
+            ok(rt(mode, &b, &["create", "--console-socket", &s, "t1"]));
+        });
+        let master = rx.recv().unwrap();
+        ok(rt(mode, &b, &["start", "t1"]));
+        let mut f = fs::File::from(master);
+        let mut seen = String::new();
+        assert!(
+            wait_until(5, || {
+                let mut buf = [0u8; 256];
+                if let Ok(n) = std::io::Read::read(&mut f, &mut buf) {
+                    seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+                seen.contains("all-tty")
+            }),
+            "{seen:?}"
+        );
+        assert!(seen.starts_with("/dev/pts/0"), "{seen:?}");
+        ok(rt(mode, &b, &["delete", "--force", "t1"]));
+    });
+}

@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -51,25 +52,108 @@ struct Attempt {
 
 /// Serve `listener` until the sandbox's init exits; forward signals to it.
 pub fn run(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> Outcome {
-    serve(listener, init, sfd, log, false)
+    serve(listener, None, init, sfd, log, false)
 }
 
 /// The supervisor of a container that `create` left running: it is not
 /// the init's parent (the engine's monitor is), forwards no signal, and
 /// serves until no task uses the filter any more.
-pub fn run_detached(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> Outcome {
-    serve(listener, init, sfd, log, true)
+pub fn run_detached(
+    listener: OwnedFd,
+    control: Option<UnixListener>,
+    init: Pid,
+    sfd: &SignalFd,
+    log: &mut AuditLog,
+) -> Outcome {
+    serve(listener, control, init, sfd, log, true)
+}
+
+/// As [`run`], also taking the listeners of `exec`'d processes from
+/// `control` (a unix socket in the container's state directory).
+pub fn run_with_control(
+    listener: OwnedFd,
+    control: Option<UnixListener>,
+    init: Pid,
+    sfd: &SignalFd,
+    log: &mut AuditLog,
+) -> Outcome {
+    serve(listener, control, init, sfd, log, false)
+}
+
+/// `exec`: give the listener of a new process to the container's
+/// supervisor through its control socket; Ok once the supervisor has it.
+pub fn hand_over(socket: &std::path::Path, listener: &OwnedFd) -> Result<(), String> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let what = |e: String| format!("audit supervisor {}: {e}", socket.display());
+    let mut stream = UnixStream::connect(socket).map_err(|e| what(e.to_string()))?;
+    let fds = [listener.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"L")];
+    nix::sys::socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &iov,
+        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(|e| what(e.to_string()))?;
+    let mut ack = [0u8; 1];
+    match stream.read(&mut ack) {
+        Ok(1) if ack[0] == b'K' => Ok(()),
+        Ok(_) => Err(what("refused the listener (the audit has failed)".into())),
+        Err(e) => Err(what(e.to_string())),
+    }
+}
+
+/// Take one listener from a control connection, answering `K` (kept) or
+/// `N` (refused: the audit already failed).
+fn accept_listener(control: &UnixListener, accept: bool) -> Option<OwnedFd> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let (mut stream, _) = control.accept().ok()?;
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut buf = [0u8; 1];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    let mut got = None;
+    for c in msg.cmsgs().ok()? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                let owned = sys::own_received_fd(fd);
+                if got.is_none() {
+                    got = Some(owned);
+                }
+            }
+        }
+    }
+    let _ = stream.write_all(if accept && got.is_some() { b"K" } else { b"N" });
+    if accept {
+        got
+    } else {
+        None
+    }
 }
 
 fn serve(
     listener: OwnedFd,
+    control: Option<UnixListener>,
     init: Pid,
     sfd: &SignalFd,
     log: &mut AuditLog,
     detached: bool,
 ) -> Outcome {
+    if let Some(c) = &control {
+        let _ = c.set_nonblocking(true);
+    }
     let mut s = Supervisor {
-        listener: Some(listener),
+        listeners: vec![listener],
         log,
         init,
         pending: HashMap::new(),
@@ -78,9 +162,13 @@ fn serve(
         maps: None,
     };
     let mut exit_code = None;
-    while exit_code.is_none() && !(detached && s.listener.is_none() && s.traced.is_empty()) {
+    while exit_code.is_none() && !(detached && s.listeners.is_empty() && s.traced.is_empty()) {
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
-        if let Some(l) = &s.listener {
+        if let Some(c) = &control {
+            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+        }
+        let first_listener = fds.len();
+        for l in &s.listeners {
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
         // Wake when unsigned records are due for a checkpoint (within 5 s,
@@ -100,14 +188,33 @@ fn serve(
         let sig_ready = fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLIN));
-        let notif_ready = fds.get(1).and_then(|f| f.revents());
+        let control_ready = control.is_some()
+            && fds[1]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        let ready: Vec<Option<PollFlags>> =
+            fds[first_listener..].iter().map(|f| f.revents()).collect();
         drop(fds);
-        if let Some(r) = notif_ready {
+        let mut gone = Vec::new();
+        for (i, r) in ready.into_iter().enumerate() {
+            let Some(r) = r else { continue };
             if r.contains(PollFlags::POLLIN) {
-                s.on_notification();
+                s.on_notification(i);
             } else if r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
-                // No task uses the filter any more.
-                s.listener = None;
+                // No task uses this filter any more.
+                gone.push(i);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            s.listeners.remove(i);
+        }
+        if control_ready {
+            if let Some(c) = &control {
+                // An exec'd process's listener; refused once the audit has
+                // failed (its exec then fails: nobody serves its filter).
+                if let Some(l) = accept_listener(c, s.failure.is_none()) {
+                    s.listeners.push(l);
+                }
             }
         }
         let mut child_event = false;
@@ -147,7 +254,7 @@ fn serve(
 }
 
 struct Supervisor<'a> {
-    listener: Option<OwnedFd>,
+    listeners: Vec<OwnedFd>,
     log: &'a mut AuditLog,
     init: Pid,
     pending: HashMap<i32, Attempt>,
@@ -158,12 +265,15 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
-    fn on_notification(&mut self) {
-        let Some(listener) = self.listener.take() else {
+    fn on_notification(&mut self, i: usize) {
+        if i >= self.listeners.len() {
             return;
-        };
+        }
+        let listener = self.listeners.swap_remove(i);
         self.handle_notification(&listener);
-        self.listener = Some(listener);
+        self.listeners.push(listener);
+        let last = self.listeners.len() - 1;
+        self.listeners.swap(i, last);
     }
 
     fn handle_notification(&mut self, listener: &OwnedFd) {

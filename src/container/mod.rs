@@ -92,24 +92,33 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle, Error> {
 
 /// The validated plan of a bundle: its seccomp filters compiled.
 pub fn bundle_plan(b: &Bundle, verbose: bool) -> Result<LaunchPlan, Error> {
-    let caps: Vec<String> = b
-        .spec
-        .process()
-        .as_ref()
+    let filters = bundle_seccomp(&b.spec, b.spec.process().as_ref())?;
+    Ok(spec::plan_in(&b.spec, Some(&b.dir), filters, verbose)?)
+}
+
+/// The config's `linux.seccomp` compiled for `process`'s capabilities
+/// (rules may depend on them); none when the config has no filter.
+fn bundle_seccomp(
+    spec: &Spec,
+    process: Option<&oci_spec::runtime::Process>,
+) -> Result<Vec<crate::seccomp::CompiledFilter>, Error> {
+    let caps: Vec<String> = process
         .and_then(|p| p.capabilities().as_ref())
         .and_then(|c| c.bounding().as_ref())
         .map(|s| s.iter().map(|c| format!("CAP_{c}")).collect())
         .unwrap_or_default();
-    let filters = match b.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+    match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(sc) => {
             let text = serde_json::to_string(sc).map_err(|e| usage(e.to_string()))?;
-            crate::seccomp::compile_skipping(&text, "config.json linux.seccomp", &caps, &|n| {
-                X86_64_SYSCALLS.binary_search(&n).is_err()
-            })?
+            Ok(crate::seccomp::compile_skipping(
+                &text,
+                "config.json linux.seccomp",
+                &caps,
+                &|n| X86_64_SYSCALLS.binary_search(&n).is_err(),
+            )?)
         }
-        None => Vec::new(),
-    };
-    Ok(spec::plan_in(&b.spec, Some(&b.dir), filters, verbose)?)
+        None => Ok(Vec::new()),
+    }
 }
 
 /// The id maps a bundle asks for, when it asks for a user namespace.
@@ -189,16 +198,19 @@ pub fn create(
             "process.terminal is true but no --console-socket was given; pass one or set terminal to false",
         ));
     }
-    if plan.process.terminal && !foreground {
-        return Err(usage(
-            "process.terminal: terminals through --console-socket are not supported yet; run without a terminal",
-        ));
-    }
     let idmap = bundle_idmap(&plan, &bundle.spec)?;
     timer.log("config.json validated");
 
     let dir = ContainerDir::create(root, &args.id)?;
     let mut guard = DirGuard(Some(dir.dir.clone()));
+    // The config as created: `exec` takes the seccomp filter and the
+    // process defaults from it, whatever happens to the bundle later.
+    let config_copy = dir.dir.join("config.json");
+    std::fs::write(
+        &config_copy,
+        serde_json::to_vec(&bundle.spec).map_err(|e| usage(e.to_string()))?,
+    )
+    .map_err(|e| usage(format!("{}: {e}", config_copy.display())))?;
     let gate = if foreground {
         Gate::Now
     } else {
@@ -226,7 +238,7 @@ pub fn create(
     if cgroup.is_some() {
         timer.log("cgroup created");
     }
-    let mut log = open_container_log(&args.id, &bundle, &idmap, &annotations)?;
+    let log = open_container_log(&args.id, &bundle, &idmap, &annotations)?;
     let log_path = log.path().to_path_buf();
 
     let mut plan = plan;
@@ -249,7 +261,19 @@ pub fn create(
         Some(cg) => cg.add_pid(pid).map_err(|e| usage(e.to_string())),
         None => Ok(()),
     };
-    let created = launch::create(&plan, idmap.as_ref(), gate, place, timer)?;
+    // Detached, the supervisor starts now, before any namespace is entered;
+    // it takes the log. A foreground `run` keeps the log and serves itself.
+    let (supervisor, mut log) = if foreground {
+        (None, Some(log))
+    } else {
+        let control = bind_control(&dir.dir)?;
+        (Some(start_supervisor(control, log)?), None)
+    };
+    let console = args
+        .console_socket
+        .as_deref()
+        .filter(|_| plan.process.terminal);
+    let created = launch::create(&plan, idmap.as_ref(), gate, console, place, timer)?;
     let pid = created.pid;
     let mut kill_guard = KillGuard(Some(pid));
 
@@ -273,7 +297,7 @@ pub fn create(
         config_sha256: bundle.sha256.clone(),
     };
 
-    if foreground {
+    if let Some(mut log) = log.take() {
         dir.save(&saved)?;
         if let Some(p) = &args.pid_file {
             write_pid_file(p, pid.as_raw())?;
@@ -281,10 +305,18 @@ pub fn create(
         kill_guard.0 = None;
         // Like runc run: this process stays the init's parent, serves the
         // audit listener and forwards signals until the container exits.
+        let dir_path = dir.dir.clone();
         drop(dir);
         let code = match created.listener {
             Some(l) => {
-                let out = audit::supervisor::run(l, pid, &created.signals, &mut log);
+                let control = bind_control(&dir_path).ok();
+                let out = audit::supervisor::run_with_control(
+                    l,
+                    control,
+                    pid,
+                    &created.signals,
+                    &mut log,
+                );
                 if let Some(why) = out.audit_failure {
                     let _ = log.finish(Some(out.exit_code));
                     return Err(usage(format!("audit: {why}; the container was stopped")));
@@ -309,8 +341,16 @@ pub fn create(
     }
 
     let mut saved = saved;
+    saved.supervisor_pid = supervisor.as_ref().map(|s| s.pid);
     if let Some(listener) = created.listener {
-        saved.supervisor_pid = Some(spawn_supervisor(listener, pid, &created.signals, log)?);
+        match &supervisor {
+            Some(sup) => sup.give(&listener, pid)?,
+            None => {
+                return Err(usage(
+                    "exec audit requested but no audit supervisor runs; nothing runs unaudited",
+                ))
+            }
+        }
     }
     if let Some(p) = &args.pid_file {
         write_pid_file(p, pid.as_raw())?;
@@ -503,19 +543,46 @@ fn open_container_log(
     .map_err(|e| usage(e.to_string()))
 }
 
-/// Start the container's audit supervisor as its own process: a new
-/// session, stdio on /dev/null (the engine's pipes must see EOF when the
-/// container ends), no fd but the listener, the log and its signals.
-fn spawn_supervisor(
-    listener: OwnedFd,
-    init: Pid,
-    signals: &nix::sys::signalfd::SignalFd,
+/// The audit supervisor of a created container, started before the
+/// container exists: a new session, stdio on /dev/null (the engine's pipes
+/// must see EOF when the container ends), no fd but the log, the control
+/// socket and the hand-off socket. It is forked before `create` enters any
+/// namespace the bundle names by path, so it never lives in the
+/// container's pid or network namespace.
+struct SupervisorHandle {
+    pid: i32,
+    handoff: std::os::unix::net::UnixStream,
+}
+
+impl SupervisorHandle {
+    /// Give the supervisor the init's listener and pid.
+    fn give(&self, listener: &OwnedFd, init: Pid) -> Result<(), Error> {
+        let data = init.as_raw().to_ne_bytes();
+        let iov = [std::io::IoSlice::new(&data)];
+        let fds = [listener.as_raw_fd()];
+        nix::sys::socket::sendmsg::<()>(
+            self.handoff.as_raw_fd(),
+            &iov,
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| usage(format!("hand the listener to the audit supervisor: {e}")))?;
+        Ok(())
+    }
+}
+
+fn start_supervisor(
+    control: std::os::unix::net::UnixListener,
     mut log: AuditLog,
-) -> Result<i32, Error> {
+) -> Result<SupervisorHandle, Error> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| usage(format!("start the audit supervisor: {e}")))?;
     match crate::sys::clone_fork(0) {
         Err(e) => Err(usage(format!("start the audit supervisor: {e}"))),
-        Ok(Some(pid)) => Ok(pid),
+        Ok(Some(pid)) => Ok(SupervisorHandle { pid, handoff: ours }),
         Ok(None) => {
+            drop(ours);
             let _ = nix::unistd::setsid();
             if let Ok(null) = std::fs::OpenOptions::new()
                 .read(true)
@@ -526,21 +593,93 @@ fn spawn_supervisor(
                     let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
                 }
             }
-            let keep = [
-                listener.as_raw_fd(),
-                log.raw_fd(),
-                std::os::fd::AsFd::as_fd(signals).as_raw_fd(),
-            ];
-            close_all_but(&keep);
-            let out = audit::supervisor::run_detached(listener, init, signals, &mut log);
-            let code = match out.audit_failure {
-                Some(_) => 1,
+            close_all_but(&[theirs.as_raw_fd(), control.as_raw_fd(), log.raw_fd()]);
+            let code = match receive_listener(&theirs) {
+                // `create` failed before the container existed: the log
+                // ends with no exec.
                 None => 0,
+                Some((listener, init)) => {
+                    drop(theirs);
+                    match crate::reaper::signal_fd() {
+                        Ok(signals) => {
+                            let out = audit::supervisor::run_detached(
+                                listener,
+                                Some(control),
+                                init,
+                                &signals,
+                                &mut log,
+                            );
+                            i32::from(out.audit_failure.is_some())
+                        }
+                        Err(_) => {
+                            let _ = nix::sys::signal::kill(init, Signal::SIGKILL);
+                            1
+                        }
+                    }
+                }
             };
             let _ = log.finish(None);
             crate::sys::exit_now(code)
         }
     }
+}
+
+/// The supervisor's side of the hand-off: the listener and the init's pid,
+/// or None when `create` gave up.
+fn receive_listener(s: &std::os::unix::net::UnixStream) -> Option<(OwnedFd, Pid)> {
+    let mut buf = [0u8; 4];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        s.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    if msg.bytes != 4 {
+        return None;
+    }
+    let mut fd = None;
+    for c in msg.cmsgs().ok()? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                let owned = crate::sys::own_received_fd(raw);
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    Some((fd?, Pid::from_raw(i32::from_ne_bytes(buf))))
+}
+
+/// A unix socket path in `dir` short enough for `sun_path` (108 bytes),
+/// whatever the length of `dir`: reached through an fd of the directory.
+/// Keep the returned file open while the path is used.
+fn short_socket_path(dir: &Path, name: &str) -> Result<(std::fs::File, PathBuf), Error> {
+    let f = std::fs::File::open(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}/{name}", f.as_raw_fd()));
+    Ok((f, path))
+}
+
+/// The control socket of a container's audit supervisor, where `exec`
+/// hands over the listeners of new processes.
+const CONTROL_SOCKET: &str = "audit.sock";
+
+fn bind_control(dir: &Path) -> Result<std::os::unix::net::UnixListener, Error> {
+    let (_dirfd, path) = short_socket_path(dir, CONTROL_SOCKET)?;
+    let l = std::os::unix::net::UnixListener::bind(&path).map_err(|e| {
+        usage(format!(
+            "audit control socket {}: {e}",
+            dir.join(CONTROL_SOCKET).display()
+        ))
+    })?;
+    // Only the container's owner may hand listeners over.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(
+        dir.join(CONTROL_SOCKET),
+        std::fs::Permissions::from_mode(0o600),
+    );
+    Ok(l)
 }
 
 /// Close every fd above stdio except `keep`.
@@ -616,6 +755,10 @@ pub fn parse_signal(text: &str) -> Result<Signal, Error> {
 /// (or, without a pid namespace of its own, the init alone and its
 /// descendants are found through the cgroup once there is one).
 pub fn container_pids(saved: &Saved) -> Vec<i32> {
+    // A pid that is no longer our init may belong to anybody now.
+    if !state::init_alive(saved) {
+        return Vec::new();
+    }
     let init = saved.oci.pid;
     let ns_of = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
     let Some(init_ns) = ns_of(init) else {
@@ -641,7 +784,9 @@ pub fn kill(root: &Path, id: &str, signal: &str, all: bool) -> Result<i32, Error
     let sig = parse_signal(signal)?;
     let dir = ContainerDir::open(root, id)?;
     let saved = dir.load()?;
-    if status_of(&dir, &saved) == Status::Stopped {
+    // runc: a stopped container may still be signalled with --all (its
+    // cgroup may hold processes that outlived the init; none is fine).
+    if status_of(&dir, &saved) == Status::Stopped && !all {
         return Err(usage(format!("container {id} is not running")));
     }
     if all {
@@ -888,4 +1033,176 @@ pub fn features() -> String {
         }
     });
     serde_json::to_string_pretty(&f).unwrap_or_default()
+}
+
+/// `exec` arguments.
+pub struct ExecArgs {
+    pub id: String,
+    pub process: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub tty: bool,
+    pub console_socket: Option<PathBuf>,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    pub caps: Vec<String>,
+    pub no_new_privs: bool,
+    pub args: Vec<String>,
+}
+
+/// The process `exec` runs: `--process FILE`, or the container's own
+/// process with the command line and flags applied (as runc does).
+fn exec_process(a: &ExecArgs, base: &Spec) -> Result<oci_spec::runtime::Process, Error> {
+    if let Some(path) = &a.process {
+        let data =
+            std::fs::read(path).map_err(|e| usage(format!("--process {}: {e}", path.display())))?;
+        let de = &mut serde_json::Deserializer::from_slice(&data);
+        return serde_path_to_error::deserialize(de).map_err(|e| {
+            usage(format!(
+                "--process {}: at {}: {}",
+                path.display(),
+                e.path(),
+                e.inner()
+            ))
+        });
+    }
+    if a.args.is_empty() {
+        return Err(usage("exec: give --process FILE or a command after the id"));
+    }
+    let mut p = base.process().clone().unwrap_or_default();
+    p.set_args(Some(a.args.clone()));
+    p.set_terminal(Some(a.tty));
+    if let Some(cwd) = &a.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    let mut env = p.env().clone().unwrap_or_default();
+    env.extend(a.env.iter().cloned());
+    p.set_env(Some(env));
+    if let Some(u) = &a.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((uid, gid)) => (uid, Some(gid)),
+            None => (u.as_str(), None),
+        };
+        let bad = || usage(format!("--user {u:?}: give UID[:GID] as numbers"));
+        let mut user = p.user().clone();
+        user.set_uid(uid.parse().map_err(|_| bad())?);
+        if let Some(g) = gid {
+            user.set_gid(g.parse().map_err(|_| bad())?);
+        }
+        if !a.additional_gids.is_empty() {
+            user.set_additional_gids(Some(a.additional_gids.clone()));
+        }
+        p.set_user(user);
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !a.caps.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for name in &a.caps {
+            let cap: oci_spec::runtime::Capability = name
+                .trim_start_matches("CAP_")
+                .parse()
+                .map_err(|_| usage(format!("--cap {name:?}: not a capability")))?;
+            for set in [
+                caps.bounding().clone(),
+                caps.effective().clone(),
+                caps.permitted().clone(),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let mut s = set.1.clone().unwrap_or_default();
+                s.insert(cap);
+                match set.0 {
+                    0 => caps.set_bounding(Some(s)),
+                    1 => caps.set_effective(Some(s)),
+                    _ => caps.set_permitted(Some(s)),
+                };
+            }
+        }
+        p.set_capabilities(Some(caps));
+    }
+    Ok(p)
+}
+
+/// `exec`: run a new process in a running container. Its exec-audit
+/// listener goes to the container's supervisor; with `--detach` the pid
+/// goes to `--pid-file` and the caller reaps it, otherwise buildcell waits
+/// and exits with its status.
+pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
+    let timer = Timer::new(verbose);
+    let dir = ContainerDir::open(root, &a.id)?;
+    let saved = dir.load()?;
+    let status = status_of(&dir, &saved);
+    if !matches!(status, Status::Running | Status::Created) {
+        return Err(usage(format!(
+            "cannot exec in container {}: it is {status}",
+            a.id
+        )));
+    }
+    let config_path = dir.dir.join("config.json");
+    let data = std::fs::read(&config_path)
+        .map_err(|e| usage(format!("{}: {e}", config_path.display())))?;
+    let base: Spec = serde_json::from_slice(&data)
+        .map_err(|e| usage(format!("{}: {e}", config_path.display())))?;
+    let process = exec_process(a, &base)?;
+    let plan = spec::plan_process(&process, "process")?;
+    if plan.terminal && a.console_socket.is_none() {
+        return Err(usage(
+            "process.terminal is true but no --console-socket was given",
+        ));
+    }
+    let seccomp = bundle_seccomp(&base, Some(&process))?;
+    let cgroup = cgroup_of(&saved);
+    let place = |pid: i32| match &cgroup {
+        Some(cg) => cg.add_pid(pid).map_err(|e| usage(e.to_string())),
+        None => Ok(()),
+    };
+    // The process is forked by an intermediate that exits at once: as a
+    // child subreaper, buildcell gets it back to wait for it.
+    if !a.detach {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| usage(format!("exec: child subreaper: {e}")))?;
+    }
+    let console = a.console_socket.as_deref().filter(|_| plan.terminal);
+    let spawned = launch::exec(saved.oci.pid, &plan, &seccomp, true, console, place, timer)
+        .map_err(|e| {
+            // The init may have died while we joined it.
+            if state::init_alive(&saved) {
+                e
+            } else {
+                usage(format!("cannot exec in container {}: it is stopped", a.id))
+            }
+        })?;
+    let pid = spawned.pid;
+    if let Some(listener) = &spawned.listener {
+        let (_dirfd, socket) = short_socket_path(&dir.dir, CONTROL_SOCKET)?;
+        if let Err(e) = audit::supervisor::hand_over(&socket, listener) {
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            return Err(usage(format!(
+                "exec refused: {e}; no command runs unaudited"
+            )));
+        }
+    }
+    drop(spawned.listener);
+    if let Some(p) = &a.pid_file {
+        write_pid_file(p, pid.as_raw())?;
+    }
+    // Other calls on this container (kill, delete) must not wait for us.
+    drop(dir);
+    if a.detach {
+        return Ok(0);
+    }
+    let code = crate::reaper::supervise(pid, &spawned.signals, false);
+    if let Some((step, message, exit_code)) = spawned.channel.take_failure() {
+        return Err(Error::Child {
+            step,
+            message,
+            exit_code,
+        });
+    }
+    Ok(code)
 }
