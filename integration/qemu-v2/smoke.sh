@@ -13,7 +13,8 @@ mount -t tmpfs -o mode=0755 tmpfs /run
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 echo 3 > /proc/sys/kernel/printk # keep kernel messages (OOM reports) off the console
 
-BC="buildcell --root /run/buildcell"
+# busybox timeout execs the command itself: its exit status is kept
+BC="timeout 60 buildcell --root /run/buildcell"
 CG=/sys/fs/cgroup
 B=/bundles
 passed=0
@@ -42,15 +43,19 @@ wait_for() {
 }
 cleanup() { $BC delete --force "$1" >/dev/null 2>&1 || true; }
 
-echo "INFO kernel $(uname -r), cgroup2 controllers: $(cat $CG/cgroup.controllers)"
+echo # the console line SeaBIOS left unterminated
+echo "INFO kernel $(uname -r), up $(cut -d' ' -f1 /proc/uptime)s, cgroup2 controllers: $(cat $CG/cgroup.controllers)"
 if grep -q ' cgroup ' /proc/mounts || [ ! -e $CG/cgroup.controllers ]; then
   fail layout "not a pure cgroup v2 VM: $(grep cgroup /proc/mounts | tr '\n' ';')"
 fi
 
 # --- (1) memory limit + OOM: exit 137 -------------------------------------
+ooms() { sed -n 's/^oom_kill //p' /proc/vmstat; }
+oom_before=$(ooms)
 $BC run --bundle $B/oom oom >/tmp/oom.out 2>&1
 rc=$?
 check oom-exit-137 "run exited $rc, want 137: $(tail -n 3 /tmp/oom.out | tr '\n' ' ')" [ "$rc" = 137 ]
+check oom-killed "oom_kill in /proc/vmstat: $oom_before before, $(ooms) after" [ "$(ooms)" -gt "$oom_before" ]
 check run-removes-cgroup "$CG/smoke/oom still exists after run" [ ! -d $CG/smoke/oom ]
 
 # --- (2) pids limit: fork fails; limits visible in the cgroup -------------
@@ -104,6 +109,27 @@ if $BC create --bundle $B/multi multi >/tmp/multi.out 2>&1 && $BC start multi >>
   check update-pids "pids.max=$(rd $d/pids.max), want 20" [ "$(rd $d/pids.max)" = 20 ]
   check update-cpu-max "cpu.max=$(rd $d/cpu.max), want '20000 100000'" [ "$(rd $d/cpu.max)" = "20000 100000" ]
 
+  out=$($BC update --cpu-shares 2048 multi 2>&1)
+  check update-cpu-weight "update: $out; cpu.weight=$(rd $d/cpu.weight), want 79 (shares 2048)" [ "$(rd $d/cpu.weight)" = 79 ]
+  out=$($BC update --cpu-period 50000 multi 2>&1)
+  check update-period-keeps-quota "update: $out; cpu.max=$(rd $d/cpu.max), want '20000 50000'" [ "$(rd $d/cpu.max)" = "20000 50000" ]
+  out=$($BC update --memory-swap 128m multi 2>&1)
+  check update-swap "update: $out; memory.swap.max=$(rd $d/memory.swap.max), want 67108864 (128m - 64m)" \
+    [ "$(rd $d/memory.swap.max)" = 67108864 ]
+
+  pids=$($BC ps --format json multi 2>&1)
+  check ps "ps: $pids; cgroup.procs: $(rd $d/cgroup.procs)" \
+    [ "$(echo "$pids" | tr -d '[] ' | tr ',' '\n' | sort -n | tr '\n' ' ')" = "$(sort -n $d/cgroup.procs | tr '\n' ' ')" ]
+
+  # a signal other than KILL goes through freeze, signal, thaw: the sleeps
+  # die, sh (pid 1 of its namespace, no handler) ignores TERM, and the
+  # cgroup must be thawed again
+  n=$(nprocs)
+  out=$($BC kill --all multi TERM 2>&1)
+  wait_for 5 sh -c "[ \$(wc -l <$d/cgroup.procs) -lt $n ]"
+  check kill-all-term-thawed "kill --all TERM: $out; $n -> $(nprocs) processes; cgroup.freeze=$(rd $d/cgroup.freeze); state $(status multi)" \
+    sh -c "[ \$(wc -l <$d/cgroup.procs) -lt $n ] && [ \"\$(cat $d/cgroup.freeze)\" = 0 ]"
+
   n=$(nprocs)
   check kill-all-has-cgroup-kill "no $d/cgroup.kill (kernel < 5.14?)" [ -e $d/cgroup.kill ]
   out=$($BC kill --all multi KILL 2>&1)
@@ -121,18 +147,38 @@ else
 fi
 cleanup multi
 
+# --- paused container: delete --force kills and removes it ---------------
+d=$CG/smoke/multi
+if $BC create --bundle $B/multi multi >/tmp/multi2.out 2>&1 && $BC start multi >>/tmp/multi2.out 2>&1 &&
+  wait_for 10 sh -c "[ \$(wc -l <$d/cgroup.procs) -ge 3 ]" && $BC pause multi >>/tmp/multi2.out 2>&1; then
+  out=$($BC delete --force multi 2>&1)
+  check delete-force-paused "delete --force: $out; $d: $(ls -d $d 2>&1); state: $(status multi)" \
+    sh -c "[ ! -e $d ] && ! $BC state multi >/dev/null 2>&1"
+else
+  fail delete-force-paused-setup "$(tr '\n' ' ' </tmp/multi2.out)"
+fi
+cleanup multi
+
 # --- (6) devices: the rules are recorded, not enforced, on v2 -------------
 if $BC create --bundle $B/devices devices >/tmp/devices.out 2>&1; then
   check devices-annotation "state annotations: $($BC state devices 2>&1 | grep -A3 annotations | tr '\n' ' ')" \
     sh -c "$BC state devices | grep -q org.buildcell.cgroup.devices"
   $BC start devices >>/tmp/devices.out 2>&1
   wait_for 10 grep -q WRITE- /tmp/devices.out
+  wait_for 10 grep -q MKNOD- /tmp/devices.out
   if grep -q WRITE-DENIED /tmp/devices.out; then
     pass devices-enforced
   elif grep -q WRITE-OK /tmp/devices.out; then
-    echo "GAP devices-not-enforced (deny-all rules, yet the container wrote to /dev/kmsg c 1:11: no BPF device program on v2)"
+    echo "GAP devices-not-enforced (deny-all rules, yet the container wrote to /dev/kmsg c 1:11, a node of linux.devices no rule allows: no BPF device program on v2)"
   else
     fail devices-run "$(tr '\n' ' ' </tmp/devices.out)"
+  fi
+  if grep -q MKNOD-DENIED /tmp/devices.out; then
+    pass devices-mknod-enforced
+  elif grep -q MKNOD-OK /tmp/devices.out; then
+    echo "GAP devices-mknod (with CAP_MKNOD, part of Docker's default set, the container made /dev/k c 1:11 and wrote to it; on v1 the rules refuse the open)"
+  else
+    fail devices-mknod-run "$(tr '\n' ' ' </tmp/devices.out)"
   fi
 else
   fail devices-create "$(tr '\n' ' ' </tmp/devices.out)"
@@ -149,6 +195,10 @@ else
 fi
 cleanup relative
 
+if [ "${SMOKE_DEBUG:-0}" = 1 ]; then
+  for f in /tmp/*.out; do sed "s|^|DEBUG $f: |" "$f"; done
+fi
+echo "INFO checks done at up $(cut -d' ' -f1 /proc/uptime)s"
 echo "SMOKE-DONE passed=$passed failed=$failed"
 sync
 poweroff -f
