@@ -25,7 +25,34 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=BUILDCELL_COMMIT={commit}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
+    // Rebuild when HEAD moves: watch HEAD and the ref it points to, where
+    // git keeps them (a worktree's .git is a file).
+    for args in [
+        ["rev-parse", "--git-path", "HEAD"],
+        ["symbolic-ref", "-q", "HEAD"],
+    ] {
+        if let Some(out) = std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+        {
+            let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let path = if args[0] == "symbolic-ref" {
+                std::process::Command::new("git")
+                    .args(["rev-parse", "--git-path", &p])
+                    .output()
+                    .ok()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                    .unwrap_or_default()
+            } else {
+                p
+            };
+            if !path.is_empty() && std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
+        }
+    }
     syscall_names();
     let caps: Vec<String> = STEP_CAPS.iter().map(|s| s.to_string()).collect();
     let filters = seccomp::compile(seccomp::DEFAULT_PROFILE, "seccomp/default.json", &caps)

@@ -77,5 +77,8 @@ if [ "$integ" != 0 ]; then
   [ "${ifail:-0}" != 0 ] || failed=$((failed + 1))
 fi
 rm -f "$integ_log"
+
+say "cgroup v2 smoke test: buildcell in a pure-v2 kernel under qemu (integration/qemu-v2/run.sh)"
+if bash integration/qemu-v2/run.sh target/release/buildcell; then passed=$((passed + 1)); else status=1; failed=$((failed + 1)); fi
 echo "total: $passed passed, $failed failed"
 exit "$status"

@@ -233,7 +233,7 @@ pub fn create(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let mut annotations = annotations;
-    let cgroup = make_cgroup(&bundle.spec, &args.id, &mut annotations)?;
+    let (cgroup, drop_mknod) = make_cgroup(&bundle.spec, &args.id, &mut annotations)?;
     let cgroup_guard = CgroupGuard(cgroup.clone());
     if cgroup.is_some() {
         timer.log("cgroup created");
@@ -242,6 +242,18 @@ pub fn create(
     let log_path = log.path().to_path_buf();
 
     let mut plan = plan;
+    if drop_mknod {
+        let caps = &mut plan.process.caps;
+        for set in [
+            &mut caps.bounding,
+            &mut caps.effective,
+            &mut caps.permitted,
+            &mut caps.inheritable,
+            &mut caps.ambient,
+        ] {
+            set.retain(|c| *c != caps::Capability::CAP_MKNOD);
+        }
+    }
     if let Some(cg) = &cgroup {
         plan.cgroup_dirs = cg
             .dirs()
@@ -386,7 +398,7 @@ fn make_cgroup(
     spec: &Spec,
     id: &str,
     annotations: &mut BTreeMap<String, String>,
-) -> Result<Option<Cgroup>, Error> {
+) -> Result<(Option<Cgroup>, bool), Error> {
     let linux = spec.linux().as_ref();
     let path = CgroupPath::from_spec(linux.and_then(|l| l.cgroups_path().as_deref()), id)
         .map_err(|e| usage(e.to_string()))?;
@@ -398,23 +410,26 @@ fn make_cgroup(
     if let Some(rules) = &mut resources.devices {
         rules.extend(default_device_rules());
     }
+    let mut v2_devices_unenforced = false;
     if layout.version() == crate::cgroups::Version::V2 && resources.devices.is_some() {
-        // No BPF device program yet: the container's /dev holds only the
-        // spec's devices, so the rules are recorded, not enforced.
+        // No BPF device program yet: the rules cannot be enforced. The
+        // container keeps the spec's device nodes (bound from the host) and
+        // loses CAP_MKNOD, so it cannot make any other node.
         resources.devices = None;
+        v2_devices_unenforced = true;
         annotations.insert(
             "org.buildcell.cgroup.devices".into(),
-            "device rules not enforced on cgroup v2 (only the spec's device nodes exist)".into(),
+            "device rules not enforced on cgroup v2: only the spec's device nodes exist, CAP_MKNOD dropped".into(),
         );
     }
     match Cgroup::create_in(&layout, &path, &resources) {
-        Ok(cg) => Ok(Some(cg)),
+        Ok(cg) => Ok((Some(cg), v2_devices_unenforced)),
         Err(e) if e.is_permission_denied() && rootless() => {
             annotations.insert(
                 NO_CGROUP_ANNOTATION.into(),
                 format!("none: {e}; the container runs without cgroup limits"),
             );
-            Ok(None)
+            Ok((None, v2_devices_unenforced))
         }
         Err(e) => Err(usage(e.to_string())),
     }
