@@ -509,22 +509,14 @@ fn become_process(
         drop(master);
         crate::terminal::attach(&slave).map_err(fail("terminal"))?;
     }
-    nix::unistd::chdir(&p.cwd).map_err(|e| {
-        Failure(
-            "process.cwd",
-            format!("{}: {}", p.cwd.display(), e.desc()),
-            125,
-        )
-    })?;
-    for r in &p.rlimits {
-        process::set_rlimit(r).map_err(fail("process.rlimits"))?;
-    }
     let _ = nix::unistd::setsid();
     let gate_fd = match &gate {
         Gate::Fifo(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
         Gate::Now => None,
     };
-    // Only stdio, the channel and the gate survive.
+    // Only stdio, the channel and the gate survive, and they are closed
+    // before the cwd is entered: a cwd of /proc/self/fd/N must never reach
+    // a directory of the host through an fd the runtime leaked.
     let keep = chan.as_raw_fd();
     let top = keep.max(gate_fd.unwrap_or(0));
     sys::close_fds_from(top + 1).map_err(fail("close fds"))?;
@@ -532,6 +524,16 @@ fn become_process(
         if Some(fd) != gate_fd && fd != keep {
             let _ = nix::unistd::close(fd);
         }
+    }
+    // The cwd is resolved inside the container's root, never through a
+    // magic link.
+    let cwd_err = |e: String| Failure("process.cwd", format!("{}: {e}", p.cwd.display()), 125);
+    let cwd = mounts::resolve_in_root(&p.cwd).map_err(|e| cwd_err(e.errno.desc().into()))?;
+    nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&cwd))
+        .map_err(|e| cwd_err(e.desc().into()))?;
+    drop(cwd);
+    for r in &p.rlimits {
+        process::set_rlimit(r).map_err(fail("process.rlimits"))?;
     }
     process::reset_signals();
     // With no_new_privs the filters are installed last, after the

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -243,7 +243,7 @@ pub fn mount_all(
             MountKind::Bind { dir, .. } => {
                 // The source is a host path: whether it is a directory was
                 // recorded in the plan, before the pivot hid the host.
-                ensure_mountpoint(&m.destination, *dir)?;
+                let target = mountpoint(&m.destination, *dir)?;
                 // Every bind in the plan was captured by index; a missing one
                 // is refused rather than silently left unmounted.
                 let fd = sources.binds.get(&i).ok_or_else(|| MountError::Idmap {
@@ -252,7 +252,7 @@ pub fn mount_all(
                         m.destination.display()
                     ),
                 })?;
-                sys::attach_mount(fd.as_fd(), &m.destination).map_err(|source| {
+                sys::attach_mount_at(fd.as_fd(), target.fd()).map_err(|source| {
                     MountError::Sys {
                         what: "attach bind at",
                         path: m.destination.clone(),
@@ -260,7 +260,8 @@ pub fn mount_all(
                     }
                 })?;
                 if let Some(p) = m.flags.propagation {
-                    set_propagation(&m.destination, p, true)?;
+                    let target = mountpoint(&m.destination, *dir)?;
+                    set_propagation(&target.mount_path()?, p, true)?;
                 }
             }
             MountKind::Fs { .. } => mount_fs(m)?,
@@ -276,9 +277,10 @@ pub fn mount_all(
 /// a tmpfs holds one bind per hierarchy (and a link per co-mounted
 /// controller, `cpu -> cpu,cpuacct`), then becomes read-only.
 fn mount_cgroup(m: &MountPlan, sources: &Sources) -> Result<(), MountError> {
-    ensure_mountpoint(&m.destination, true)?;
+    let target = mountpoint(&m.destination, true)?;
     let attach = |fd: &OwnedFd, at: &Path| {
-        sys::attach_mount(fd.as_fd(), at).map_err(|source| MountError::Sys {
+        let t = mountpoint(at, true)?;
+        sys::attach_mount_at(fd.as_fd(), t.fd()).map_err(|source| MountError::Sys {
             what: "attach cgroup at",
             path: at.into(),
             source,
@@ -297,7 +299,7 @@ fn mount_cgroup(m: &MountPlan, sources: &Sources) -> Result<(), MountError> {
     };
     mount(
         Some("tmpfs"),
-        &m.destination,
+        &target.mount_path()?,
         Some("tmpfs"),
         flags,
         Some("mode=0755"),
@@ -332,7 +334,8 @@ fn mount_fs(m: &MountPlan) -> Result<(), MountError> {
     else {
         return Ok(());
     };
-    ensure_mountpoint(&m.destination, true)?;
+    let target = mountpoint(&m.destination, true)?;
+    let at = target.mount_path()?;
     let mut flags = MsFlags::empty();
     for (on, f) in [
         (m.flags.readonly, MsFlags::MS_RDONLY),
@@ -347,7 +350,7 @@ fn mount_fs(m: &MountPlan) -> Result<(), MountError> {
     let data = (!data.is_empty()).then_some(data.as_str());
     mount(
         Some(source.as_str()),
-        &m.destination,
+        &at,
         Some(fstype.as_str()),
         flags,
         data,
@@ -359,36 +362,193 @@ fn mount_fs(m: &MountPlan) -> Result<(), MountError> {
     })
 }
 
-/// Create a missing mount point (a directory, or an empty file for a file
-/// bind). Fails with a clear message where the parent is read-only.
-fn ensure_mountpoint(path: &Path, dir: bool) -> Result<(), MountError> {
-    if path.exists() {
-        return Ok(());
+/// A mount point resolved inside the container's root (symlinks followed
+/// as if the root were `/`, never through a /proc magic link), held open,
+/// so that a mount lands exactly there and not where a symlink planted in
+/// the image would send it.
+pub struct Target {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+impl Target {
+    /// A path naming exactly this object, for calls that take a path
+    /// (mount(2)): through /proc/self/fd once the container's own procfs
+    /// is mounted, else the original path, checked to hold no symlink.
+    pub fn mount_path(&self) -> Result<PathBuf, MountError> {
+        #[allow(clippy::unnecessary_cast)]
+        let proc_mounted = nix::sys::statfs::statfs("/proc")
+            .map(|s| s.filesystem_type().0 as i64 == PROC_SUPER_MAGIC)
+            .unwrap_or(false);
+        if proc_mounted {
+            return Ok(PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+            )));
+        }
+        let rel = self.path.strip_prefix("/").unwrap_or(&self.path);
+        if rel.as_os_str().is_empty() {
+            return Ok(PathBuf::from("/"));
+        }
+        let root = open_root()?;
+        sys::openat2(
+            root.as_fd(),
+            rel,
+            libc::O_PATH,
+            sys::resolve::IN_ROOT | sys::resolve::NO_SYMLINKS,
+        )
+        .map_err(|source| MountError::Sys {
+            what: "mount destination (symlinks are not followed before /proc is mounted)",
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(self.path.clone())
     }
-    let err = |source| MountError::Destination {
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn open_root() -> Result<OwnedFd, MountError> {
+    nix::fcntl::open(
+        "/",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(sys::own_received_fd)
+    .map_err(|errno| MountError::Call {
+        op: "open",
+        path: "/".into(),
+        errno,
+    })
+}
+
+/// Resolve `path` inside the current root: an O_PATH fd.
+pub fn resolve_in_root(path: &Path) -> sys::Result<OwnedFd> {
+    let root = nix::fcntl::open(
+        "/",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(sys::own_received_fd)
+    .map_err(|errno| sys::SysError {
+        call: "open(\"/\")".into(),
+        errno,
+    })?;
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    sys::openat2(
+        root.as_fd(),
+        rel,
+        libc::O_PATH,
+        sys::resolve::IN_ROOT | sys::resolve::NO_MAGICLINKS,
+    )
+}
+
+/// Resolve a mount point inside the root, creating what is missing (a
+/// directory, or an empty file for a file bind) one component at a time
+/// under already-resolved parents. Fails with a clear message where the
+/// parent is read-only.
+fn mountpoint(path: &Path, dir: bool) -> Result<Target, MountError> {
+    mountpoint_via(path, dir, path, 0)
+}
+
+/// [`mountpoint`] for `path`, reached from the spec's `asked` through
+/// `hops` dangling symlinks so far (each one is created where it points,
+/// inside the root, as runc does).
+fn mountpoint_via(path: &Path, dir: bool, asked: &Path, hops: u32) -> Result<Target, MountError> {
+    let err = |source: std::io::Error| MountError::Destination {
         path: path.to_path_buf(),
         source,
     };
-    if dir {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(path)
-            .map_err(err)
-    } else {
-        if let Some(parent) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(err)?;
+    let sys_err = |source| MountError::Sys {
+        what: "resolve mount destination",
+        path: path.to_path_buf(),
+        source,
+    };
+    match resolve_in_root(path) {
+        Ok(fd) => {
+            return Ok(Target {
+                fd,
+                path: path.to_path_buf(),
+            })
         }
-        match fs::File::create(path) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(err(e)),
-        }
+        Err(e) if e.errno == nix::errno::Errno::ENOENT => {}
+        Err(e) => return Err(sys_err(e)),
     }
+    let comps: Vec<_> = path
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    let mut prefix = PathBuf::from("/");
+    let mut parent = resolve_in_root(&prefix).map_err(sys_err)?;
+    for (i, c) in comps.iter().enumerate() {
+        prefix.push(c);
+        match resolve_in_root(&prefix) {
+            Ok(fd) => {
+                parent = fd;
+                continue;
+            }
+            Err(e) if e.errno == nix::errno::Errno::ENOENT => {}
+            Err(e) => return Err(sys_err(e)),
+        }
+        let name = Path::new(c.as_os_str());
+        let last = i + 1 == comps.len();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&parent);
+        // A dangling symlink: create what it points to (inside the root),
+        // then the rest of the path under it.
+        if let Ok(link) = nix::fcntl::readlinkat(Some(raw), name) {
+            if hops >= 40 {
+                return Err(err(std::io::Error::from_raw_os_error(libc::ELOOP)));
+            }
+            let base = match Path::new(&link).is_absolute() {
+                true => PathBuf::from(&link),
+                false => prefix.parent().unwrap_or(Path::new("/")).join(&link),
+            };
+            let rest: PathBuf = comps[i + 1..].iter().collect();
+            return mountpoint_via(&base.join(rest), dir, asked, hops + 1).map(|t| Target {
+                fd: t.fd,
+                path: asked.to_path_buf(),
+            });
+        }
+        if dir || !last {
+            match nix::sys::stat::mkdirat(
+                Some(raw),
+                name,
+                nix::sys::stat::Mode::from_bits_truncate(0o755),
+            ) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(err(std::io::Error::from(e))),
+            }
+        } else {
+            use nix::fcntl::OFlag;
+            let fd = nix::fcntl::openat(
+                Some(raw),
+                name,
+                OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+            )
+            .map_err(|e| err(std::io::Error::from(e)))?;
+            drop(sys::own_received_fd(fd));
+        }
+        parent = resolve_in_root(&prefix).map_err(sys_err)?;
+    }
+    Ok(Target {
+        fd: parent,
+        path: path.to_path_buf(),
+    })
+}
+
+/// Create a missing mount point; see [`mountpoint`].
+fn ensure_mountpoint(path: &Path, dir: bool) -> Result<(), MountError> {
+    mountpoint(path, dir).map(|_| ())
 }
 
 /// Fill a tmpfs `/dev`: bind the captured device nodes over empty files,
@@ -399,8 +559,8 @@ pub fn populate_dev(sources: &Sources) -> Result<(), MountError> {
         return Ok(());
     }
     for (dev, fd) in &sources.devices {
-        ensure_mountpoint(dev, false)?;
-        sys::attach_mount(fd.as_fd(), dev).map_err(|source| MountError::Sys {
+        let target = mountpoint(dev, false)?;
+        sys::attach_mount_at(fd.as_fd(), target.fd()).map_err(|source| MountError::Sys {
             what: "attach device at",
             path: dev.clone(),
             source,
@@ -500,17 +660,22 @@ pub fn finish_root(plan: &LaunchPlan, sources: &Sources) -> Result<(), MountErro
 /// the container's /dev/null; a path that does not exist is skipped.
 pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
     for p in paths {
-        let Ok(meta) = fs::symlink_metadata(p) else {
+        // Resolved inside the root; a path that does not exist is skipped.
+        let Ok(fd) = resolve_in_root(p) else {
             continue;
         };
-        if meta.file_type().is_symlink() {
-            // Never follow a link out of the masked path.
+        let target = Target {
+            fd,
+            path: p.clone(),
+        };
+        let at = target.mount_path()?;
+        let Ok(meta) = fs::metadata(&at) else {
             continue;
-        }
+        };
         let result = if meta.is_dir() {
             mount(
                 Some("tmpfs"),
-                p,
+                &at,
                 Some("tmpfs"),
                 MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 Some("size=0,mode=0555"),
@@ -518,7 +683,7 @@ pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
         } else {
             mount(
                 Some("/dev/null"),
-                p,
+                &at,
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
@@ -537,11 +702,16 @@ pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
 /// that does not exist is skipped.
 pub fn readonly_paths(paths: &[PathBuf]) -> Result<(), MountError> {
     for p in paths {
-        match fs::symlink_metadata(p) {
-            Ok(m) if !m.file_type().is_symlink() => {}
-            _ => continue,
-        }
-        let fd = sys::clone_tree(p, true).map_err(|source| MountError::Sys {
+        let Ok(fd) = resolve_in_root(p) else {
+            continue;
+        };
+        // Held open while its /proc/self/fd path is in use.
+        let target = Target {
+            fd,
+            path: p.clone(),
+        };
+        let at = target.mount_path()?;
+        let fd = sys::clone_tree(&at, true).map_err(|source| MountError::Sys {
             what: "capture read-only path",
             path: p.clone(),
             source,
@@ -553,7 +723,7 @@ pub fn readonly_paths(paths: &[PathBuf]) -> Result<(), MountError> {
             0,
             None,
         )
-        .and_then(|()| sys::attach_mount(fd.as_fd(), p))
+        .and_then(|()| sys::attach_mount_at(fd.as_fd(), target.fd()))
         .map_err(|source| MountError::Sys {
             what: "make read-only",
             path: p.clone(),

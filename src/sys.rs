@@ -171,6 +171,61 @@ pub fn attach_mount(fd: BorrowedFd<'_>, target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `move_mount(fd, "", target_fd, "", F_EMPTY_PATH | T_EMPTY_PATH)`:
+/// attach a detached mount onto the object an O_PATH fd refers to (a
+/// mount point resolved earlier, never a path looked up again).
+pub fn attach_mount_at(fd: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<()> {
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: the empty strings are valid NUL-terminated C strings; both
+    // fds are borrowed for the duration of the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(SysError::new("move_mount(fd, target fd)".into()));
+    }
+    Ok(())
+}
+
+/// Resolution rules of [`openat2`] (`RESOLVE_*`).
+pub mod resolve {
+    pub const NO_MAGICLINKS: u64 = libc::RESOLVE_NO_MAGICLINKS;
+    pub const NO_SYMLINKS: u64 = libc::RESOLVE_NO_SYMLINKS;
+    pub const IN_ROOT: u64 = libc::RESOLVE_IN_ROOT;
+}
+
+/// `openat2(dirfd, path, {flags, 0, resolve})`.
+pub fn openat2(dirfd: BorrowedFd<'_>, path: &Path, flags: i32, resolve: u64) -> Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: zeroed open_how is a valid value (all fields are integers).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.resolve = resolve;
+    // SAFETY: `c` is a valid C string and `how` a valid open_how whose size
+    // is passed; the kernel returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dirfd.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(SysError::new(format!("openat2({path:?})")));
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// `close_range(first, ~0, 0)`: close every fd from `first` on.
 pub fn close_fds_from(first: RawFd) -> Result<()> {
     // SAFETY: close_range takes no pointers; closing fds the process does not

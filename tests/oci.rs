@@ -14,6 +14,11 @@ use common::*;
 use serde_json::{json, Value};
 
 /// A busybox rootfs shared by every test (read-only to containers).
+fn rootfs_dir() -> PathBuf {
+    rootfs()
+}
+
+/// See [`rootfs_dir`].
 fn rootfs() -> PathBuf {
     static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
@@ -771,5 +776,67 @@ fn terminal_master_goes_to_the_console_socket() {
         );
         assert!(seen.starts_with("/dev/pts/0"), "{seen:?}");
         ok(rt(mode, &b, &["delete", "--force", "t1"]));
+    });
+}
+
+#[test]
+fn mount_destinations_cannot_leave_the_rootfs() {
+    each_mode(|mode| {
+        // An image whose mount destinations are symlinks out of it: an
+        // absolute link (resolves inside the root), and a /proc magic link
+        // to the host's root (pid 1 of the host: no pid namespace).
+        let host_dir = workdir(mode, "escape-target");
+        let rootfs = workdir(mode, "escape-rootfs");
+        let src = rootfs_dir();
+        fs::create_dir_all(rootfs.join("bin")).unwrap();
+        fs::copy(src.join("bin/busybox"), rootfs.join("bin/busybox")).unwrap();
+        let _ = symlink("busybox", rootfs.join("bin/sh"));
+        let _ = symlink("busybox", rootfs.join("bin/cat"));
+        for d in ["proc", "dev", "sys", "tmp"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        symlink(&host_dir, rootfs.join("abs")).unwrap();
+        symlink(
+            format!("/proc/1/root{}", host_dir.display()),
+            rootfs.join("magic"),
+        )
+        .unwrap();
+        let tmpfs_at = |c: &mut Value, dest: &str| {
+            c["root"]["path"] = json!(rootfs);
+            c["root"]["readonly"] = json!(false);
+            c["mounts"].as_array_mut().unwrap().push(json!(
+                {"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
+            if mode == Mode::Root {
+                // As runc runs it for docker --pid host: the host's pids
+                // (and /proc/1/root, the host's root) are visible inside.
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|n| n["type"] != "pid" && n["type"] != "user");
+            }
+        };
+        // The absolute link stays inside: the tmpfs lands on /abs's target
+        // inside the rootfs (created there), never on the host directory.
+        let b = bundle(
+            mode,
+            "escape-abs",
+            &["sh", "-c", "echo inside > /abs/f && cat /abs/f"],
+            |c| tmpfs_at(c, "/abs"),
+        );
+        let r = rt(mode, &b, &["run", "e1"]);
+        assert_eq!(r.stdout, "inside\n", "{r:?}");
+        assert!(!host_dir.join("f").exists(), "wrote through to the host");
+        // The magic link is refused, with one line naming the mount.
+        let b = bundle(mode, "escape-magic", &["true"], |c| tmpfs_at(c, "/magic"));
+        let r = rt(mode, &b, &["run", "e2"]);
+        assert!(r.code != 0, "{r:?}");
+        assert!(r.stderr.contains("/magic"), "{r:?}");
+        assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(&host_dir.display().to_string()),
+            "host dir mounted over"
+        );
+        assert!(entries(&b).is_empty());
     });
 }
