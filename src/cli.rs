@@ -381,10 +381,10 @@ pub fn main() -> i32 {
         eprintln!("buildcell: no command given (see buildcell --help)");
         return 125;
     };
-    let log = ErrorLog {
+    let log = LOG.get_or_init(|| ErrorLog {
         path: g.log.clone(),
         json: g.log_format == "json",
-    };
+    });
     // runc's commands exit 1 on their own errors (engines only test for
     // non-zero); `step` keeps the shell-like 125/126/127.
     let oci = !matches!(command, Command::Step(_) | Command::Audit(_));
@@ -409,6 +409,18 @@ fn print_version() {
     println!("spec: {}", crate::container::OCI_VERSION);
 }
 
+/// The --log of this call, for warnings from deep inside (a failed
+/// poststart hook).
+static LOG: std::sync::OnceLock<ErrorLog> = std::sync::OnceLock::new();
+
+/// A warning: on stderr, and in --log at level "warning".
+pub fn warn(msg: &str) {
+    eprintln!("buildcell: warning: {msg}");
+    if let Some(log) = LOG.get() {
+        log.write("warning", msg);
+    }
+}
+
 /// `--log FILE [--log-format json]`: errors also go there, one line each.
 struct ErrorLog {
     path: Option<PathBuf>,
@@ -417,13 +429,17 @@ struct ErrorLog {
 
 impl ErrorLog {
     fn error(&self, msg: &str) {
+        self.write("error", msg);
+    }
+
+    fn write(&self, level: &str, msg: &str) {
         use std::io::Write;
         let Some(path) = &self.path else { return };
         let line = if self.json {
-            serde_json::json!({"level": "error", "msg": msg, "time": audit::record::now()})
+            serde_json::json!({"level": level, "msg": msg, "time": audit::record::now()})
                 .to_string()
         } else {
-            format!("{} level=error msg={msg:?}", audit::record::now())
+            format!("{} level={level} msg={msg:?}", audit::record::now())
         };
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)

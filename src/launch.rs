@@ -440,11 +440,13 @@ pub fn create(
     drop(gate);
     let mut guard = ChildGuard(Some(pid));
     timer.log(&format!("cloned container init, host pid {pid}"));
-    place(pid.as_raw())?;
     if let Some(m) = idmap {
         m.write(pid.as_raw())?;
         timer.log("uid/gid maps written");
     }
+    // The cgroup, then the prestart and createRuntime hooks: the
+    // container's namespaces exist, its init waits.
+    place(pid.as_raw())?;
     parent_end.maps_written(false)?;
     let on_console = |master: OwnedFd| match console_socket {
         Some(path) => crate::terminal::send_to_console_socket(path, &master),

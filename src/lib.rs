@@ -20,6 +20,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod error;
+pub mod hooks;
 pub mod launch;
 pub mod mounts;
 pub mod namespaces;

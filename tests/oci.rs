@@ -840,3 +840,119 @@ fn mount_destinations_cannot_leave_the_rootfs() {
         assert!(entries(&b).is_empty());
     });
 }
+
+#[test]
+fn hooks_run_in_the_spec_order_with_the_state_on_stdin() {
+    each_mode(|mode| {
+        let log = workdir(mode, "hooks-log").join("hooks.log");
+        fs::write(&log, "").unwrap();
+        chown_to(mode, &log);
+        let host_hook = |kind: &str| {
+            json!({"path": "/bin/busybox", "args": ["busybox", "sh", "-c",
+                format!("read s; echo \"{kind} $s\" >> {}", log.display())]})
+        };
+        let in_container = |kind: &str| {
+            json!({"path": "/bin/busybox", "args": ["busybox", "sh", "-c",
+                format!("read s; echo \"{kind} $s\" >> /tmp/hooks")]})
+        };
+        let b = bundle(
+            mode,
+            "hooks",
+            &["sh", "-c", "cat /tmp/hooks; sleep 30"],
+            |c| {
+                c["hooks"] = json!({
+                    "prestart": [host_hook("prestart")],
+                    "createRuntime": [host_hook("createRuntime")],
+                    "createContainer": [in_container("createContainer")],
+                    "startContainer": [in_container("startContainer")],
+                    "poststart": [host_hook("poststart")],
+                    "poststop": [host_hook("poststop")],
+                });
+            },
+        );
+        ok(rt(mode, &b, &["create", "h1"]));
+        let pid = state_json(mode, &b, "h1")["pid"].as_i64().unwrap();
+        let host = fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = host.lines().collect();
+        assert_eq!(lines.len(), 2, "before create returns: {host}");
+        assert!(lines[0].starts_with("prestart {"), "{host}");
+        assert!(lines[1].starts_with("createRuntime {"), "{host}");
+        let st: Value = serde_json::from_str(lines[0].trim_start_matches("prestart ")).unwrap();
+        assert_eq!(st["status"], "creating");
+        assert_eq!(st["pid"], pid);
+        assert_eq!(st["id"], "h1");
+        assert_eq!(st["bundle"], json!(b));
+        let inside = PathBuf::from(format!("/proc/{pid}/root/tmp/hooks"));
+        let c = fs::read_to_string(&inside).unwrap();
+        assert!(
+            c.starts_with("createContainer {") && c.lines().count() == 1,
+            "{c}"
+        );
+
+        ok(rt(mode, &b, &["start", "h1"]));
+        let c = fs::read_to_string(&inside).unwrap();
+        assert!(
+            c.lines().nth(1).unwrap().starts_with("startContainer {"),
+            "{c}"
+        );
+        assert!(c.contains("\"status\":\"created\""), "{c}");
+        assert!(wait_until(5, || fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .count()
+            == 3));
+        let host = fs::read_to_string(&log).unwrap();
+        assert!(
+            host.lines().nth(2).unwrap().starts_with("poststart {"),
+            "{host}"
+        );
+        assert!(host.contains("\"status\":\"running\""), "{host}");
+        ok(rt(mode, &b, &["delete", "--force", "h1"]));
+        let host = fs::read_to_string(&log).unwrap();
+        let last = host.lines().nth(3).unwrap_or_default();
+        assert!(
+            last.starts_with("poststop {") && last.contains("\"status\":\"stopped\""),
+            "{host}"
+        );
+
+        // Failure rules: a failing prestart fails create (nothing left); a
+        // hook past its timeout is killed and fails create; a failing
+        // poststart or poststop is only a warning.
+        let fail = json!({"path": "/bin/busybox", "args": ["busybox", "sh", "-c", "echo nope >&2; exit 3"]});
+        let slow =
+            json!({"path": "/bin/busybox", "args": ["busybox", "sleep", "10"], "timeout": 1});
+        let b = bundle(mode, "hooks-fail", &["true"], |c| {
+            c["hooks"] = json!({"prestart": [fail]})
+        });
+        let r = rt(mode, &b, &["create", "h2"]);
+        assert_refused(
+            &r,
+            1,
+            "hooks.prestart[0] /bin/busybox: exited with status 3 (nope)",
+        );
+        assert!(entries(&b).is_empty());
+        let b = bundle(mode, "hooks-slow", &["true"], |c| {
+            c["hooks"] = json!({"createRuntime": [slow]})
+        });
+        let t = std::time::Instant::now();
+        assert_refused(&rt(mode, &b, &["create", "h3"]), 1, "timed out after 1 s");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert!(entries(&b).is_empty());
+        let b =
+            bundle(
+                mode,
+                "hooks-warn",
+                &["true"],
+                |c| c["hooks"] = json!({"poststart": [fail.clone()], "poststop": [fail.clone()]}),
+            );
+        ok(rt(mode, &b, &["create", "h4"]));
+        let r = rt(mode, &b, &["start", "h4"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(r.stderr.contains("warning: hooks.poststart[0]"), "{r:?}");
+        assert!(wait_until(5, || state_json(mode, &b, "h4")["status"] == "stopped"));
+        let r = rt(mode, &b, &["delete", "h4"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(r.stderr.contains("warning: hooks.poststop[0]"), "{r:?}");
+        assert!(entries(&b).is_empty());
+    });
+}

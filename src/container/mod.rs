@@ -171,6 +171,26 @@ pub fn current(dir: &ContainerDir) -> Result<OciState, Error> {
     Ok(oci)
 }
 
+/// The state a hook reads on stdin.
+fn hook_state(saved: &Saved, status: Status) -> String {
+    let mut oci = saved.oci.clone();
+    oci.status = status;
+    serde_json::to_string(&oci).unwrap_or_default()
+}
+
+/// The hooks of a saved container's config.
+fn saved_hooks(dir: &ContainerDir) -> Option<oci_spec::runtime::Hooks> {
+    let data = std::fs::read(dir.dir.join("config.json")).ok()?;
+    let spec: Spec = serde_json::from_slice(&data).ok()?;
+    spec.hooks().clone()
+}
+
+/// Say a failed hook that does not fail the operation (poststart,
+/// poststop), on stderr and in --log.
+fn warn(msg: &str) {
+    crate::cli::warn(msg);
+}
+
 /// Removes a half-created container's directory on error.
 struct DirGuard(Option<PathBuf>);
 
@@ -269,9 +289,36 @@ pub fn create(
             })
             .collect();
     }
-    let place = |pid: i32| match &cgroup {
-        Some(cg) => cg.add_pid(pid).map_err(|e| usage(e.to_string())),
-        None => Ok(()),
+    let hooks = bundle.spec.hooks().clone().unwrap_or_default();
+    let owner = nix::unistd::geteuid().as_raw().to_string();
+    let oci_state = |pid: i32, status: Status| OciState {
+        oci_version: OCI_VERSION.into(),
+        id: args.id.clone(),
+        pid,
+        status,
+        bundle: bundle.dir.clone(),
+        rootfs: plan.rootfs.clone(),
+        created: String::new(),
+        owner: owner.clone(),
+        annotations: annotations.clone(),
+    };
+    let place = |pid: i32| -> Result<(), Error> {
+        if let Some(cg) = &cgroup {
+            cg.add_pid(pid).map_err(|e| usage(e.to_string()))?;
+        }
+        let state = serde_json::to_string(&oci_state(pid, Status::Creating)).unwrap_or_default();
+        #[allow(deprecated)]
+        let prestart = hooks.prestart().clone().unwrap_or_default();
+        crate::hooks::run_all("prestart", &prestart, &state, crate::hooks::Place::Runtime)
+            .map_err(usage)?;
+        let create_runtime = hooks.create_runtime().clone().unwrap_or_default();
+        crate::hooks::run_all(
+            "createRuntime",
+            &create_runtime,
+            &state,
+            crate::hooks::Place::Runtime,
+        )
+        .map_err(usage)
     };
     // Detached, the supervisor starts now, before any namespace is entered;
     // it takes the log. A foreground `run` keeps the log and serves itself.
@@ -288,8 +335,22 @@ pub fn create(
     let created = launch::create(&plan, idmap.as_ref(), gate, console, place, timer)?;
     let pid = created.pid;
     let mut kill_guard = KillGuard(Some(pid));
+    let create_container = hooks.create_container().clone().unwrap_or_default();
+    if !create_container.is_empty() {
+        let state =
+            serde_json::to_string(&oci_state(pid.as_raw(), Status::Creating)).unwrap_or_default();
+        crate::hooks::run_all(
+            "createContainer",
+            &create_container,
+            &state,
+            crate::hooks::Place::Container {
+                init: pid.as_raw(),
+                open_in_runtime: true,
+            },
+        )
+        .map_err(usage)?;
+    }
 
-    let owner = nix::unistd::geteuid().as_raw().to_string();
     let saved = Saved {
         oci: OciState {
             oci_version: OCI_VERSION.into(),
@@ -731,8 +792,32 @@ pub fn start(root: &Path, id: &str) -> Result<i32, Error> {
                 "cannot start container {id}: its init is gone ({e})"
             ))
         })?;
+    let hooks = saved_hooks(&dir).unwrap_or_default();
+    let start_container = hooks.start_container().clone().unwrap_or_default();
+    if let Err(e) = crate::hooks::run_all(
+        "startContainer",
+        &start_container,
+        &hook_state(&saved, Status::Created),
+        crate::hooks::Place::Container {
+            init: saved.oci.pid,
+            open_in_runtime: false,
+        },
+    ) {
+        // The user process must not run after a failed startContainer.
+        kill_everything(&saved);
+        return Err(usage(e));
+    }
     nix::unistd::write(&fifo, b"0").map_err(|e| usage(format!("start {id}: write: {e}")))?;
     let _ = std::fs::remove_file(dir.fifo());
+    let poststart = hooks.poststart().clone().unwrap_or_default();
+    if let Err(e) = crate::hooks::run_all(
+        "poststart",
+        &poststart,
+        &hook_state(&saved, Status::Running),
+        crate::hooks::Place::Runtime,
+    ) {
+        warn(&format!("{e} (the container keeps running)"));
+    }
     Ok(0)
 }
 
@@ -855,7 +940,18 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<i32, Error> {
         let _ = cg.kill_all(Signal::SIGKILL);
         cg.remove().map_err(|e| usage(e.to_string()))?;
     }
+    let poststop = saved_hooks(&dir)
+        .and_then(|h| h.poststop().clone())
+        .unwrap_or_default();
     dir.remove()?;
+    if let Err(e) = crate::hooks::run_all(
+        "poststop",
+        &poststop,
+        &hook_state(&saved, Status::Stopped),
+        crate::hooks::Place::Runtime,
+    ) {
+        warn(&format!("{e} (the container is deleted)"));
+    }
     Ok(0)
 }
 
@@ -1012,7 +1108,7 @@ pub fn features() -> String {
     let f = serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": [
             "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "bind", "rbind",
             "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable",
