@@ -470,6 +470,7 @@ pub fn create(
 /// A bundle's init: the setup, then the user process's own last steps in
 /// the same process (it becomes the user process). Never returns.
 fn oci_init(plan: &LaunchPlan, chan: ChildEnd, gate: Gate, console: bool, t: Timer) -> ! {
+    protect_runtime_binary();
     let result = init_steps(plan, &chan, t).and_then(|()| {
         let last = LastSteps {
             process: &plan.process,
@@ -573,6 +574,21 @@ fn become_process(
     }
     let f = process::exec(&p.args, &p.env);
     Err(Failure("exec", f.message, f.exit_code))
+}
+
+/// Until it execs, a process inside the container runs buildcell's own
+/// binary: the container must not open it through /proc/PID/exe (the
+/// CVE-2019-5736 class). As host root, the process is made non-dumpable,
+/// so /proc/PID/exe needs CAP_SYS_PTRACE in the host's user namespace,
+/// which no container has; the flag is reset by the kernel at the execve
+/// of the user's program. As a regular user container root is that user,
+/// who could not write a root-owned binary anyway (and the audit
+/// supervisor, without CAP_SYS_PTRACE, could not trace a non-dumpable
+/// task), so the flag is left alone there.
+fn protect_runtime_binary() {
+    if nix::unistd::geteuid().is_root() && crate::userns::in_initial_userns() {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
 }
 
 /// A process started by `exec` in a running container: forked, ready to
@@ -685,6 +701,7 @@ fn exec_middle(
     console: bool,
     chan: ChildEnd,
 ) -> ! {
+    protect_runtime_binary();
     if let Err(e) = namespaces::enter_all_of(init) {
         chan.failed("join the container's namespaces", &e.to_string(), 125);
         sys::exit_now(125);
