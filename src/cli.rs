@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use std::os::unix::fs::DirBuilderExt;
-
 use crate::audit::{self, log::AuditLog};
 use crate::error::Error;
 use crate::launch::{self, Timer};
@@ -794,12 +792,7 @@ fn open_audit_log(
     let path = match &args.audit_log {
         Some(p) => req.cwd.join(p),
         None => {
-            let dir = audit::default_log_dir();
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| usage(format!("audit log directory {}: {e}", dir.display())))?;
+            let dir = audit::ensure_log_dir().map_err(usage)?;
             dir.join(format!(
                 "step-{}-{}.log",
                 audit::record::now().replace(':', ""),

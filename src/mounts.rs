@@ -656,17 +656,21 @@ pub fn finish_root(plan: &LaunchPlan, sources: &Sources) -> Result<(), MountErro
     Ok(())
 }
 
+/// `p` resolved inside the root, when it exists (masked and read-only
+/// paths that do not exist are skipped).
+fn existing_target(p: &Path) -> Option<Target> {
+    resolve_in_root(p).ok().map(|fd| Target {
+        fd,
+        path: p.to_path_buf(),
+    })
+}
+
 /// `linux.maskedPaths`: a directory gets an empty read-only tmpfs, a file
 /// the container's /dev/null; a path that does not exist is skipped.
 pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
     for p in paths {
-        // Resolved inside the root; a path that does not exist is skipped.
-        let Ok(fd) = resolve_in_root(p) else {
+        let Some(target) = existing_target(p) else {
             continue;
-        };
-        let target = Target {
-            fd,
-            path: p.clone(),
         };
         let at = target.mount_path()?;
         let Ok(meta) = fs::metadata(&at) else {
@@ -702,13 +706,9 @@ pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
 /// that does not exist is skipped.
 pub fn readonly_paths(paths: &[PathBuf]) -> Result<(), MountError> {
     for p in paths {
-        let Ok(fd) = resolve_in_root(p) else {
-            continue;
-        };
         // Held open while its /proc/self/fd path is in use.
-        let target = Target {
-            fd,
-            path: p.clone(),
+        let Some(target) = existing_target(p) else {
+            continue;
         };
         let at = target.mount_path()?;
         let fd = sys::clone_tree(&at, true).map_err(|source| MountError::Sys {

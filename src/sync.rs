@@ -84,6 +84,27 @@ pub enum Message {
 }
 
 impl Message {
+    /// A `Failed` message as the parent's outcome (any other message is
+    /// never passed here).
+    fn into_failure(self) -> SetupOutcome {
+        match self {
+            Message::Failed {
+                step,
+                message,
+                exit_code,
+            } => SetupOutcome::Failed {
+                step,
+                message,
+                exit_code,
+            },
+            other => SetupOutcome::Failed {
+                step: "sync".into(),
+                message: format!("unexpected {}", other.name()),
+                exit_code: 125,
+            },
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             Message::MapsWritten { .. } => "MapsWritten",
@@ -161,6 +182,38 @@ impl Channel {
         }
         Ok(Some((serde_json::from_slice(&buf[..len])?, fds)))
     }
+}
+
+/// Send `data` with one fd attached (SCM_RIGHTS) on a unix socket.
+pub fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> nix::Result<()> {
+    let iov = [IoSlice::new(data)];
+    let fds = [fd];
+    sendmsg::<()>(
+        sock,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(|_| ())
+}
+
+/// Receive one message into `buf` and the first fd attached to it (any
+/// other attached fd is closed): (bytes, fd).
+pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> nix::Result<(usize, Option<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut got = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                let owned = crate::sys::own_received_fd(raw);
+                got.get_or_insert(owned);
+            }
+        }
+    }
+    Ok((msg.bytes, got))
 }
 
 /// The launcher's end.
@@ -320,18 +373,7 @@ impl ParentEnd {
                     got: fds.len() + 1,
                 }),
             },
-            Some((
-                Message::Failed {
-                    step,
-                    message,
-                    exit_code,
-                },
-                _,
-            )) => Ok(Err(SetupOutcome::Failed {
-                step,
-                message,
-                exit_code,
-            })),
+            Some((m @ Message::Failed { .. }, _)) => Ok(Err(m.into_failure())),
             Some((other, _)) => Err(SyncError::Unexpected {
                 expected: "Ready or Failed",
                 received: other.name().into(),
@@ -344,18 +386,7 @@ impl ParentEnd {
         match self.0.recv()? {
             None => Err(SyncError::Closed("Spawned")),
             Some((Message::Spawned { pid }, _)) => Ok(Ok(pid)),
-            Some((
-                Message::Failed {
-                    step,
-                    message,
-                    exit_code,
-                },
-                _,
-            )) => Ok(Err(SetupOutcome::Failed {
-                step,
-                message,
-                exit_code,
-            })),
+            Some((m @ Message::Failed { .. }, _)) => Ok(Err(m.into_failure())),
             Some((other, _)) => Err(SyncError::Unexpected {
                 expected: "Spawned or Failed",
                 received: other.name().into(),

@@ -3,14 +3,11 @@
 //! controlling terminal and stdio, and the master handed to the engine over
 //! `--console-socket` (SCM_RIGHTS), as runc does.
 
-use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
-use nix::sys::socket::{
-    connect, sendmsg, socket, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr,
-};
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
 
 #[derive(Debug, thiserror::Error)]
 #[error("terminal: {op}: {errno}")]
@@ -66,16 +63,6 @@ pub fn send_to_console_socket(path: &Path, master: &OwnedFd) -> Result<(), Strin
     .map_err(what)?;
     let addr = UnixAddr::new(path).map_err(what)?;
     connect(sock.as_raw_fd(), &addr).map_err(what)?;
-    let name = b"/dev/ptmx";
-    let iov = [IoSlice::new(name)];
-    let fds = [master.as_raw_fd()];
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(what)?;
+    crate::sync::send_with_fd(sock.as_raw_fd(), b"/dev/ptmx", master.as_raw_fd()).map_err(what)?;
     Ok(())
 }

@@ -36,6 +36,18 @@ pub fn default_log_dir() -> PathBuf {
     xdg("XDG_STATE_HOME", ".local/state").join("buildcell/audit")
 }
 
+/// Create the default log directory (mode 0700) if needed; its path.
+pub fn ensure_log_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = default_log_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("audit log directory {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 /// The signing key used when it exists: `/etc/buildcell/audit.key` as host
 /// root, `$XDG_CONFIG_HOME/buildcell/audit.key` (or `~/.config/...`).
 pub fn default_key_path() -> PathBuf {

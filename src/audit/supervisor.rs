@@ -87,16 +87,8 @@ pub fn hand_over(socket: &std::path::Path, listener: &OwnedFd) -> Result<(), Str
     use std::os::fd::AsRawFd;
     let what = |e: String| format!("audit supervisor {}: {e}", socket.display());
     let mut stream = UnixStream::connect(socket).map_err(|e| what(e.to_string()))?;
-    let fds = [listener.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"L")];
-    nix::sys::socket::sendmsg::<()>(
-        stream.as_raw_fd(),
-        &iov,
-        &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(|e| what(e.to_string()))?;
+    crate::sync::send_with_fd(stream.as_raw_fd(), b"L", listener.as_raw_fd())
+        .map_err(|e| what(e.to_string()))?;
     let mut ack = [0u8; 1];
     match stream.read(&mut ack) {
         Ok(1) if ack[0] == b'K' => Ok(()),
@@ -113,26 +105,7 @@ fn accept_listener(control: &UnixListener, accept: bool) -> Option<OwnedFd> {
     let (mut stream, _) = control.accept().ok()?;
     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
     let mut buf = [0u8; 1];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .ok()?;
-    let mut got = None;
-    for c in msg.cmsgs().ok()? {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-            for fd in fds {
-                let owned = sys::own_received_fd(fd);
-                if got.is_none() {
-                    got = Some(owned);
-                }
-            }
-        }
-    }
+    let (_, got) = crate::sync::recv_with_fd(stream.as_raw_fd(), &mut buf).ok()?;
     let _ = stream.write_all(if accept && got.is_some() { b"K" } else { b"N" });
     if accept {
         got

@@ -561,13 +561,7 @@ fn open_container_log(
     idmap: &Option<IdMapPlan>,
     annotations: &BTreeMap<String, String>,
 ) -> Result<AuditLog, Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = audit::default_log_dir();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| usage(format!("audit log directory {}: {e}", dir.display())))?;
+    let dir = audit::ensure_log_dir().map_err(usage)?;
     let short: String = id.chars().take(64).collect();
     let path = dir.join(format!(
         "{short}-{}-{}.log",
@@ -633,15 +627,10 @@ struct SupervisorHandle {
 impl SupervisorHandle {
     /// Give the supervisor the init's listener and pid.
     fn give(&self, listener: &OwnedFd, init: Pid) -> Result<(), Error> {
-        let data = init.as_raw().to_ne_bytes();
-        let iov = [std::io::IoSlice::new(&data)];
-        let fds = [listener.as_raw_fd()];
-        nix::sys::socket::sendmsg::<()>(
+        crate::sync::send_with_fd(
             self.handoff.as_raw_fd(),
-            &iov,
-            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
-            nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
-            None,
+            &init.as_raw().to_ne_bytes(),
+            listener.as_raw_fd(),
         )
         .map_err(|e| usage(format!("hand the listener to the audit supervisor: {e}")))?;
         Ok(())
@@ -704,26 +693,9 @@ fn start_supervisor(
 /// or None when `create` gave up.
 fn receive_listener(s: &std::os::unix::net::UnixStream) -> Option<(OwnedFd, Pid)> {
     let mut buf = [0u8; 4];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<()>(
-        s.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .ok()?;
-    if msg.bytes != 4 {
+    let (n, fd) = crate::sync::recv_with_fd(s.as_raw_fd(), &mut buf).ok()?;
+    if n != 4 {
         return None;
-    }
-    let mut fd = None;
-    for c in msg.cmsgs().ok()? {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-            for raw in fds {
-                let owned = crate::sys::own_received_fd(raw);
-                fd.get_or_insert(owned);
-            }
-        }
     }
     Some((fd?, Pid::from_raw(i32::from_ne_bytes(buf))))
 }
