@@ -956,3 +956,54 @@ fn hooks_run_in_the_spec_order_with_the_state_on_stdin() {
         assert!(entries(&b).is_empty());
     });
 }
+
+#[test]
+fn secrets_bound_under_run_secrets_never_reach_the_audit_log() {
+    each_mode(|mode| {
+        // As buildah passes `bud --secret id=tok,src=FILE`: the file bound
+        // at /run/secrets/tok; the step uses it on a command line.
+        let secret = workdir(mode, "secret-src").join("tok");
+        fs::write(&secret, "s3cr3t-value-4711\n").unwrap();
+        let b = bundle(
+            mode,
+            "secret",
+            &[
+                "sh",
+                "-c",
+                "sh -c \"echo using $(cat /run/secrets/tok)\"; /bin/echo $API_TOKEN",
+            ],
+            |c| {
+                c["mounts"].as_array_mut().unwrap().push(json!(
+                    {"destination": "/run/secrets/tok", "type": "bind", "source": secret,
+                     "options": ["bind", "ro"]}));
+                c["process"]["env"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("API_TOKEN=tok-from-env-0815"));
+            },
+        );
+        let r = rt(mode, &b, &["run", "s1"]);
+        assert_eq!(
+            r.stdout, "using s3cr3t-value-4711\ntok-from-env-0815\n",
+            "{r:?}"
+        );
+        // The newest log of this container id.
+        let dir = if mode == Mode::Root {
+            PathBuf::from("/var/log/buildcell")
+        } else {
+            home_of(mode).join(".local/state/buildcell/audit")
+        };
+        let log = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("s1-"))
+            .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+            .unwrap();
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.contains("echo using <redacted:tok>"), "{text}");
+        assert!(text.contains("<redacted:API_TOKEN>"), "{text}");
+        assert!(!text.contains("s3cr3t-value-4711"), "{text}");
+        assert!(!text.contains("tok-from-env-0815"), "{text}");
+    });
+}

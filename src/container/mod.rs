@@ -258,7 +258,8 @@ pub fn create(
     if cgroup.is_some() {
         timer.log("cgroup created");
     }
-    let log = open_container_log(&args.id, &bundle, &idmap, &annotations)?;
+    let mut log = open_container_log(&args.id, &bundle, &idmap, &annotations)?;
+    log.set_redactor(bundle_redactor(&bundle.spec, &plan));
     let log_path = log.path().to_path_buf();
 
     let mut plan = plan;
@@ -552,6 +553,41 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
     std::fs::write(&tmp, pid.to_string())
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| usage(format!("--pid-file {}: {e}", path.display())))
+}
+
+/// What the audit log of a bundle's container must never show: the content
+/// of every file bound under /run/secrets (how buildah, BuildKit and
+/// Kubernetes pass build and pod secrets), and the values of environment
+/// variables named like credentials. Each is replaced by
+/// `<redacted:NAME>` in every record.
+fn bundle_redactor(spec: &Spec, plan: &LaunchPlan) -> audit::redact::Redactor {
+    let mut r = audit::redact::Redactor::default();
+    for m in &plan.mounts {
+        let spec::MountKind::Bind { source, dir, .. } = &m.kind else {
+            continue;
+        };
+        if *dir || !m.destination.starts_with(crate::mounts::SECRETS_DIR) {
+            continue;
+        }
+        let small =
+            std::fs::metadata(source).is_ok_and(|md| md.is_file() && md.len() <= 512 * 1024);
+        if let (true, Ok(value)) = (small, std::fs::read(source)) {
+            let name = m
+                .destination
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            r.add(&name, &String::from_utf8_lossy(&value));
+        }
+    }
+    for e in spec.process().iter().flat_map(|p| p.env().iter().flatten()) {
+        if let Some((name, value)) = e.split_once('=') {
+            if audit::redact::is_secret_name(name) {
+                r.add(name, value);
+            }
+        }
+    }
+    r
 }
 
 /// Create the audit log of an engine's container.
