@@ -386,6 +386,10 @@ pub fn main() -> i32 {
     // runc's commands exit 1 on their own errors (engines only test for
     // non-zero); `step` keeps the shell-like 125/126/127.
     let oci = !matches!(command, Command::Step(_) | Command::Audit(_));
+    // `run` and `exec` report a command that cannot be executed as 126/127
+    // (the process's own status, as a shell would); every other failure of
+    // runc's commands is 1.
+    let keeps_exec_status = matches!(command, Command::Run(_) | Command::Exec(_));
     let result = oci_or_step(&g, command);
     match result {
         Ok(code) => code,
@@ -394,7 +398,8 @@ pub fn main() -> i32 {
             eprintln!("buildcell: {line}");
             log.error(&line);
             match (&e, oci) {
-                (Error::Usage(_), true) => 1,
+                (Error::Child { .. }, true) if keeps_exec_status => e.exit_code(),
+                (_, true) => 1,
                 _ => e.exit_code(),
             }
         }

@@ -270,8 +270,9 @@ fn init_steps(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> Result<(), Failur
         }
     }
 
-    mounts::set_propagation(std::path::Path::new("/"), plan.rootfs_propagation, true)
-        .map_err(fail("mounts"))?;
+    // Nothing mounted from here on may reach the host; the propagation the
+    // bundle asks for is given to the new root after the pivot.
+    mounts::make_rslave().map_err(fail("mounts"))?;
     let sources = mounts::capture_sources(plan, |binds| match idmap {
         true => chan.request_idmap(binds).map_err(|e| e.to_string()),
         false => Ok(()),
@@ -309,6 +310,11 @@ fn init_steps(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> Result<(), Failur
     mounts::readonly_paths(&plan.readonly_paths).map_err(fail("linux.readonlyPaths"))?;
     mounts::finish_root(plan, &sources).map_err(fail("root.readonly"))?;
     mounts::detach_old_root().map_err(fail("pivot_root"))?;
+    // The new root is a detached copy: give it the propagation asked for.
+    // (A copy has no master, so "slave" leaves it private: no host mount
+    // event reaches the container either way.)
+    mounts::set_propagation(std::path::Path::new("/"), plan.rootfs_propagation, true)
+        .map_err(fail("linux.rootfsPropagation"))?;
     drop(sources);
     t.log("/dev populated");
 

@@ -36,7 +36,7 @@ fn rootfs() -> PathBuf {
         fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
         for applet in [
             "sh", "echo", "cat", "id", "sleep", "ls", "grep", "true", "false", "hostname", "stat",
-            "head", "touch", "mount",
+            "head", "touch", "mount", "awk", "mkdir", "rmdir", "wc", "tty", "test",
         ] {
             let _ = symlink("busybox", bin.join(applet));
         }
@@ -99,6 +99,27 @@ fn alive(pid: i64) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.contains(") Z "))
         .unwrap_or(false)
+}
+
+/// The newest audit log of container `id` in the default directory.
+fn newest_log(mode: Mode, id: &str) -> PathBuf {
+    let dir = if mode == Mode::Root {
+        PathBuf::from("/var/log/buildcell")
+    } else {
+        home_of(mode).join(".local/state/buildcell/audit")
+    };
+    fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{id}-"))
+        })
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap_or_else(|| panic!("no audit log of {id} in {}", dir.display()))
 }
 
 /// A change to a config.json, for the table of bad inputs.
@@ -828,7 +849,7 @@ fn mount_destinations_cannot_leave_the_rootfs() {
         assert!(!host_dir.join("f").exists(), "wrote through to the host");
         // The magic link is refused, with one line naming the mount.
         let b = bundle(mode, "escape-magic", &["true"], |c| tmpfs_at(c, "/magic"));
-        let r = rt(mode, &b, &["run", "e2"]);
+        let r = rt(mode, &b, &["run", "esc2"]);
         assert!(r.code != 0, "{r:?}");
         assert!(r.stderr.contains("/magic"), "{r:?}");
         assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
@@ -982,28 +1003,85 @@ fn secrets_bound_under_run_secrets_never_reach_the_audit_log() {
                     .push(json!("API_TOKEN=tok-from-env-0815"));
             },
         );
-        let r = rt(mode, &b, &["run", "s1"]);
+        let r = rt(mode, &b, &["run", "secret1"]);
         assert_eq!(
             r.stdout, "using s3cr3t-value-4711\ntok-from-env-0815\n",
             "{r:?}"
         );
-        // The newest log of this container id.
-        let dir = if mode == Mode::Root {
-            PathBuf::from("/var/log/buildcell")
-        } else {
-            home_of(mode).join(".local/state/buildcell/audit")
-        };
-        let log = fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("s1-"))
-            .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
-            .unwrap();
+        let log = newest_log(mode, "secret1");
         let text = fs::read_to_string(&log).unwrap();
         assert!(text.contains("echo using <redacted:tok>"), "{text}");
         assert!(text.contains("<redacted:API_TOKEN>"), "{text}");
         assert!(!text.contains("s3cr3t-value-4711"), "{text}");
         assert!(!text.contains("tok-from-env-0815"), "{text}");
+    });
+}
+
+#[test]
+fn bundle_seccomp_and_rootfs_propagation_are_applied_as_configured() {
+    each_mode(|mode| {
+        // seccomp in OCI form: allow by default, mkdir EPERM, rmdir ENOSYS
+        // through errnoRet, names of other architectures left out.
+        let b = bundle(
+            mode,
+            "seccomp",
+            &["sh", "-c", "mkdir /tmp/a 2>&1; mkdir -p /tmp/b && rmdir /tmp/b 2>&1; grep Seccomp: /proc/self/status"],
+            |c| {
+                c["linux"]["seccomp"] = json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                    "syscalls": [
+                        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                         "args": [{"index": 1, "value": 0o700, "op": "SCMP_CMP_NE"}]},
+                        {"names": ["rmdir", "_llseek", "arm_fadvise64_64"], "action": "SCMP_ACT_ERRNO",
+                         "errnoRet": 38}
+                    ]
+                });
+            },
+        );
+        let out = ok(rt(mode, &b, &["run", "sc1"]));
+        // busybox `mkdir -p` uses mode 0777 too: both refused by the rule.
+        assert!(
+            out.contains("mkdir: can't create directory '/tmp/a': Operation not permitted"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Function not implemented") || out.contains("Operation not permitted"),
+            "{out}"
+        );
+        assert!(out.contains("Seccomp:\t2"), "{out}");
+
+        // The root is a detached copy of the rootfs: "slave" has no master
+        // to follow, so it stays private (README: differences from runc).
+        for (prop, want) in [
+            ("private", None),
+            ("slave", None),
+            ("shared", Some("shared:")),
+        ] {
+            let b = bundle(
+                mode,
+                &format!("prop-{prop}"),
+                &["sh", "-c", "awk '$5 == \"/\"' /proc/self/mountinfo"],
+                |c| {
+                    c["linux"]["rootfsPropagation"] = json!(prop);
+                },
+            );
+            let line = ok(rt(mode, &b, &["run", "p1"]));
+            match want {
+                Some(tag) => assert!(line.contains(tag), "{prop}: {line}"),
+                None => assert!(
+                    !line.contains("master:") && !line.contains("shared:"),
+                    "{prop}: {line}"
+                ),
+            }
+        }
+        let b = bundle(mode, "prop-bad", &["true"], |c| {
+            c["linux"]["rootfsPropagation"] = json!("sideways")
+        });
+        assert_refused(
+            &rt(mode, &b, &["create", "p2"]),
+            1,
+            "linux.rootfsPropagation",
+        );
     });
 }

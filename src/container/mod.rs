@@ -261,6 +261,9 @@ pub fn create(
     let mut log = open_container_log(&args.id, &bundle, &idmap, &annotations)?;
     log.set_redactor(bundle_redactor(&bundle.spec, &plan));
     let log_path = log.path().to_path_buf();
+    // A create that fails before the log has an owner ends the log: it
+    // then verifies as complete, with no exec.
+    let mut log = FinishOnDrop(Some(log));
 
     let mut plan = plan;
     if drop_mknod {
@@ -324,10 +327,11 @@ pub fn create(
     // Detached, the supervisor starts now, before any namespace is entered;
     // it takes the log. A foreground `run` keeps the log and serves itself.
     let (supervisor, mut log) = if foreground {
-        (None, Some(log))
+        (None, log)
     } else {
         let control = bind_control(&dir.dir)?;
-        (Some(start_supervisor(control, log)?), None)
+        let owned = log.0.take().ok_or_else(|| usage("audit log missing"))?;
+        (Some(start_supervisor(control, owned)?), FinishOnDrop(None))
     };
     let console = args
         .console_socket
@@ -371,7 +375,7 @@ pub fn create(
         config_sha256: bundle.sha256.clone(),
     };
 
-    if let Some(mut log) = log.take() {
+    if let Some(mut log) = log.0.take() {
         dir.save(&saved)?;
         if let Some(p) = &args.pid_file {
             write_pid_file(p, pid.as_raw())?;
@@ -435,6 +439,17 @@ pub fn create(
     std::mem::forget(cgroup_guard);
     timer.log("created");
     Ok(0)
+}
+
+/// Ends an audit log nobody else will end (create failed first).
+struct FinishOnDrop(Option<AuditLog>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if let Some(log) = self.0.take() {
+            let _ = log.finish(None);
+        }
+    }
 }
 
 /// Removes the cgroup of a container that was not created after all (or
