@@ -1085,3 +1085,20 @@ fn bundle_seccomp_and_rootfs_propagation_are_applied_as_configured() {
         );
     });
 }
+
+#[test]
+fn a_config_without_process_is_created_and_refused_at_start() {
+    each_mode(|mode| {
+        let b = bundle(mode, "noproc", &["true"], |c| {
+            c.as_object_mut().unwrap().remove("process");
+        });
+        // The runtime spec: create succeeds, start refuses.
+        ok(rt(mode, &b, &["create", "n1"]));
+        assert_eq!(state_json(mode, &b, "n1")["status"], "created");
+        assert_refused(&rt(mode, &b, &["start", "n1"]), 1, "has no process");
+        assert_eq!(state_json(mode, &b, "n1")["status"], "created");
+        assert_refused(&rt(mode, &b, &["run", "n2"]), 1, "process: missing");
+        ok(rt(mode, &b, &["delete", "n1"]));
+        assert!(entries(&b).is_empty());
+    });
+}

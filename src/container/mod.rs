@@ -178,6 +178,14 @@ fn hook_state(saved: &Saved, status: Status) -> String {
     serde_json::to_string(&oci).unwrap_or_default()
 }
 
+/// Whether a saved container's config has a `process` to start.
+fn saved_has_process(dir: &ContainerDir) -> bool {
+    std::fs::read(dir.dir.join("config.json"))
+        .ok()
+        .and_then(|d| serde_json::from_slice::<Spec>(&d).ok())
+        .is_some_and(|s| s.process().is_some())
+}
+
 /// The hooks of a saved container's config.
 fn saved_hooks(dir: &ContainerDir) -> Option<oci_spec::runtime::Hooks> {
     let data = std::fs::read(dir.dir.join("config.json")).ok()?;
@@ -212,6 +220,11 @@ pub fn create(
     let timer = Timer::new(verbose);
     state::check_id(&args.id)?;
     let bundle = load_bundle(&args.bundle)?;
+    if foreground && bundle.spec.process().is_none() {
+        return Err(usage(
+            "process: missing in config.json; run needs a process to run",
+        ));
+    }
     let plan = bundle_plan(&bundle, verbose)?;
     if plan.process.terminal && args.console_socket.is_none() && !foreground {
         return Err(usage(
@@ -815,6 +828,11 @@ pub fn start(root: &Path, id: &str) -> Result<i32, Error> {
                 "cannot start container {id}: its init is gone ({e})"
             ))
         })?;
+    if !saved_has_process(&dir) {
+        return Err(usage(format!(
+            "cannot start container {id}: its config.json has no process; delete it and create it with one"
+        )));
+    }
     let hooks = saved_hooks(&dir).unwrap_or_default();
     let start_container = hooks.start_container().clone().unwrap_or_default();
     if let Err(e) = crate::hooks::run_all(

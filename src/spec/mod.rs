@@ -528,11 +528,24 @@ pub fn plan_in(
         }
     }
 
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or_else(|| field("process", "missing; nothing to run"))?;
-    let process = plan_process(process, "process")?;
+    let process = match (spec.process().as_ref(), mode) {
+        (Some(p), _) => plan_process(p, "process")?,
+        (None, PlanMode::Step) => return Err(field("process", "missing; nothing to run")),
+        // The runtime spec lets a container be created without a process:
+        // `start` refuses it. The init waits at the start gate with
+        // nothing to exec.
+        (None, PlanMode::Bundle) => ProcessPlan {
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            no_new_privileges: true,
+            caps: CapSets::default(),
+            user: UserPlan::default(),
+            rlimits: Vec::new(),
+            terminal: false,
+            oom_score_adj: None,
+        },
+    };
 
     let mut sysctl: Vec<(String, String)> = linux
         .sysctl()
