@@ -293,6 +293,23 @@ pub fn set_controlling_terminal(fd: BorrowedFd<'_>) -> nix::Result<()> {
     nix::errno::Errno::result(rc).map(|_| ())
 }
 
+/// `ptrace(PTRACE_LISTEN, pid)`: leave a seized tracee in its group-stop
+/// (a SIGSTOP sent to it keeps working), while still being told of its
+/// next event.
+pub fn ptrace_listen(pid: i32) -> nix::Result<()> {
+    // SAFETY: PTRACE_LISTEN takes no address or data; the kernel checks
+    // that `pid` is our tracee in a group-stop.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_LISTEN,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    nix::errno::Errno::result(rc).map(|_| ())
+}
+
 /// `setrlimit(2)` for a resource given by number (`process.rlimits`).
 pub fn set_rlimit(resource: i32, soft: u64, hard: u64) -> nix::Result<()> {
     let lim = libc::rlimit {

@@ -223,10 +223,12 @@ fn kill_takes_numbers_and_names_and_delete_force_kills() {
         ok(rt(mode, &b, &["start", "k2"]));
         let pid = state_json(mode, &b, "k2")["pid"].as_i64().unwrap();
         ok(rt(mode, &b, &["kill", "--all", "k2", "STOP"]));
+        // Stopped: `T`, or `t` while the audit supervisor traces the init
+        // (it keeps the stop with PTRACE_LISTEN).
         assert!(wait_until(5, || fs::read_to_string(format!(
             "/proc/{pid}/stat"
         ))
-        .map(|s| s.contains(") T "))
+        .map(|s| s.contains(") T ") || s.contains(") t "))
         .unwrap_or(false)));
         ok(rt(mode, &b, &["delete", "--force", "k2"]));
         assert!(!alive(pid));
@@ -1100,5 +1102,36 @@ fn a_config_without_process_is_created_and_refused_at_start() {
         assert_refused(&rt(mode, &b, &["run", "n2"]), 1, "process: missing");
         ok(rt(mode, &b, &["delete", "n1"]));
         assert!(entries(&b).is_empty());
+    });
+}
+
+#[test]
+fn the_container_dies_with_its_audit_supervisor() {
+    each_mode(|mode| {
+        let b = bundle(
+            mode,
+            "supervisor",
+            &["sh", "-c", "while true; do sleep 0.1; done"],
+            |_| {},
+        );
+        ok(rt(mode, &b, &["create", "v1"]));
+        ok(rt(mode, &b, &["start", "v1"]));
+        let saved: Value =
+            serde_json::from_str(&fs::read_to_string(b.join("state/v1/state.json")).unwrap())
+                .unwrap();
+        let sup = saved["supervisor_pid"].as_i64().unwrap() as i32;
+        let init = saved["oci"]["pid"].as_i64().unwrap();
+        // The loop execs `sleep` ten times a second, each one recorded.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(alive(init));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::SIGKILL).unwrap();
+        // The kernel kills the init (PTRACE_O_EXITKILL), and with it every
+        // process of its pid namespace: no exec runs unaudited.
+        assert!(
+            wait_until(5, || !alive(init)),
+            "the container outlived its supervisor"
+        );
+        assert!(wait_until(5, || state_json(mode, &b, "v1")["status"] == "stopped"));
+        ok(rt(mode, &b, &["delete", "v1"]));
     });
 }

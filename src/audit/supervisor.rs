@@ -129,11 +129,29 @@ fn serve(
         listeners: vec![listener],
         log,
         init,
+        anchor: None,
         pending: HashMap::new(),
         traced: HashSet::new(),
         failure: None,
         maps: None,
     };
+    if detached {
+        // Not the init's parent, the supervisor traces it for the
+        // container's whole life instead, with PTRACE_O_EXITKILL: if the
+        // supervisor dies, the kernel kills the init, and with it the pid
+        // namespace. (Without that, no later exec could run anyway: nobody
+        // answers the notifications.)
+        let opts = ptrace::Options::PTRACE_O_TRACEEXEC | ptrace::Options::PTRACE_O_EXITKILL;
+        match ptrace::seize(init, opts) {
+            Ok(()) => {
+                s.anchor = Some(init);
+                s.traced.insert(init.as_raw());
+            }
+            Err(e) => {
+                s.fail(format!("cannot trace the container's init {init}: {e}"));
+            }
+        }
+    }
     let mut exit_code = None;
     while exit_code.is_none() && !(detached && s.listeners.is_empty() && s.traced.is_empty()) {
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
@@ -230,6 +248,8 @@ struct Supervisor<'a> {
     listeners: Vec<OwnedFd>,
     log: &'a mut AuditLog,
     init: Pid,
+    /// The init, traced for the container's life (detached supervisor).
+    anchor: Option<Pid>,
     pending: HashMap<i32, Attempt>,
     traced: HashSet<i32>,
     failure: Option<String>,
@@ -303,6 +323,17 @@ impl Supervisor<'_> {
                 WaitStatus::PtraceEvent(pid, _, ev) if ev == libc::PTRACE_EVENT_EXEC => {
                     self.on_exec(pid)
                 }
+                WaitStatus::PtraceEvent(pid, sig, ev) if ev == libc::PTRACE_EVENT_STOP => {
+                    // A group-stop (kill -STOP from outside) of a task we
+                    // trace stays a stop; anything else goes on.
+                    let stop = matches!(
+                        sig,
+                        Signal::SIGSTOP | Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU
+                    );
+                    if !(stop && sys::ptrace_listen(pid.as_raw()).is_ok()) {
+                        let _ = ptrace::cont(pid, None);
+                    }
+                }
                 WaitStatus::PtraceEvent(pid, _, _) => {
                     let _ = ptrace::cont(pid, None);
                 }
@@ -348,14 +379,25 @@ impl Supervisor<'_> {
         if self.failure.is_none() {
             match self.log.append(Body::Exec(rec)) {
                 Ok(_) => {
-                    let _ = ptrace::detach(pid, None);
+                    self.release(pid);
                     return;
                 }
                 Err(e) => self.fail(e.to_string()),
             }
         }
         let _ = kill(pid, Signal::SIGKILL);
-        let _ = ptrace::detach(pid, None);
+        self.release(pid);
+    }
+
+    /// Let a task go on after its exec stop: detached, except the init of
+    /// a detached supervisor's container, which stays traced.
+    fn release(&mut self, pid: Pid) {
+        if Some(pid) == self.anchor {
+            self.traced.insert(pid.as_raw());
+            let _ = ptrace::cont(pid, None);
+        } else {
+            let _ = ptrace::detach(pid, None);
+        }
     }
 
     fn record_failed(&mut self, tid: i32, a: Attempt) {
