@@ -1135,3 +1135,35 @@ fn the_container_dies_with_its_audit_supervisor() {
         ok(rt(mode, &b, &["delete", "v1"]));
     });
 }
+
+#[test]
+fn the_runtime_binary_cannot_be_reached_through_proc_exe() {
+    each_mode(|mode| {
+        // Before start, pid 1 of the container still runs buildcell's own
+        // binary. Another process of the container (an exec, as an engine
+        // may run one) tries to read and to overwrite it through
+        // /proc/1/exe (the CVE-2019-5736 class).
+        let b = bundle(mode, "proc-exe", &["true"], |c| {
+            if mode == Mode::Root {
+                // Container root = host root: the case that matters.
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|n| n["type"] != "user");
+            }
+        });
+        ok(rt(mode, &b, &["create", "x1"]));
+        let probe = "cat /proc/1/exe > /dev/null 2>&1 && echo readable || echo denied; \
+                     (echo x >> /proc/1/exe) 2>/dev/null && echo WRITABLE || echo not-writable";
+        let out = ok(rt(mode, &b, &["exec", "x1", "sh", "-c", probe]));
+        assert!(out.contains("not-writable"), "{out}");
+        if mode == Mode::Root {
+            // Non-dumpable: no access at all without CAP_SYS_PTRACE in the
+            // host's user namespace.
+            assert!(out.contains("denied"), "{out}");
+        }
+        ok(rt(mode, &b, &["delete", "--force", "x1"]));
+        // The binary is intact.
+        assert!(ok(run(mode, &b, &["--version"])).starts_with("buildcell version"));
+    });
+}
