@@ -134,7 +134,7 @@ pub fn run(
     let code = match (listener, audit) {
         (None, _) => reaper::supervise(pid, &sfd, false),
         (Some(listener), Some(log)) => {
-            let out = supervisor::run(listener, pid, &sfd, log);
+            let out = supervisor::run(listener, None, pid, &sfd, log, supervisor::Mode::Parent);
             if let Some(why) = out.audit_failure {
                 return Err(Error::Setup {
                     step: "audit",

@@ -1167,3 +1167,58 @@ fn the_runtime_binary_cannot_be_reached_through_proc_exe() {
         assert!(ok(run(mode, &b, &["--version"])).starts_with("buildcell version"));
     });
 }
+
+#[test]
+fn bad_exec_update_and_pid_file_input_is_one_line_and_leaves_nothing() {
+    each_mode(|mode| {
+        let b = bundle(mode, "bad-more", &["sleep", "30"], |_| {});
+        ok(rt(mode, &b, &["create", "m1"]));
+        ok(rt(mode, &b, &["start", "m1"]));
+        let procs = b.join("proc.json");
+        fs::write(&procs, r#"{"args": "x"}"#).unwrap();
+        let p = procs.display().to_string();
+        assert_refused(
+            &rt(mode, &b, &["exec", "--process", &p, "m1"]),
+            1,
+            "at args: invalid type",
+        );
+        assert_refused(
+            &rt(mode, &b, &["exec", "m1"]),
+            1,
+            "give --process FILE or a command",
+        );
+        let res = b.join("res.json");
+        fs::write(&res, r#"{"memory": {"limit": "big"}}"#).unwrap();
+        let r = res.display().to_string();
+        assert_refused(
+            &rt(mode, &b, &["update", "--resources", &r, "m1"]),
+            1,
+            "at memory.limit",
+        );
+        assert_refused(
+            &rt(mode, &b, &["update", "--memory", "lots", "m1"]),
+            1,
+            "--memory \"lots\"",
+        );
+        // Only the init is left in the container: no half-started exec.
+        let ps: Vec<i64> =
+            serde_json::from_str(&ok(rt(mode, &b, &["ps", "--format", "json", "m1"]))).unwrap();
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        ok(rt(mode, &b, &["delete", "--force", "m1"]));
+        // A pid file that cannot be written fails create after the clone:
+        // the init, its cgroup and the state are all gone again.
+        let r = rt(
+            mode,
+            &b,
+            &["create", "--pid-file", "/nonexistent/dir/pid", "m2"],
+        );
+        assert_refused(&r, 1, "--pid-file /nonexistent/dir/pid");
+        assert!(entries(&b).is_empty(), "{:?}", entries(&b));
+        let root = root_of(&b);
+        assert!(wait_until(5, || host_processes(
+            &harness().bin.display().to_string()
+        )
+        .iter()
+        .all(|p| !p.contains(&root))));
+    });
+}

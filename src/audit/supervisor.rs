@@ -50,34 +50,29 @@ struct Attempt {
     argv: Vec<String>,
 }
 
-/// Serve `listener` until the sandbox's init exits; forward signals to it.
-pub fn run(listener: OwnedFd, init: Pid, sfd: &SignalFd, log: &mut AuditLog) -> Outcome {
-    serve(listener, None, init, sfd, log, false)
+/// How the supervisor relates to the container's init.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The init's parent (`step`, `run`): forward signals, end with the
+    /// init's exit status.
+    Parent,
+    /// Left running by `create`: not the init's parent (the engine's
+    /// monitor is); traces the init for its whole life, forwards no
+    /// signal, serves until no task uses the filter any more.
+    Detached,
 }
 
-/// The supervisor of a container that `create` left running: it is not
-/// the init's parent (the engine's monitor is), forwards no signal, and
-/// serves until no task uses the filter any more.
-pub fn run_detached(
+/// Serve `listener` (and, from `control`, a unix socket in the
+/// container's state directory, the listeners of `exec`'d processes).
+pub fn run(
     listener: OwnedFd,
     control: Option<UnixListener>,
     init: Pid,
     sfd: &SignalFd,
     log: &mut AuditLog,
+    mode: Mode,
 ) -> Outcome {
-    serve(listener, control, init, sfd, log, true)
-}
-
-/// As [`run`], also taking the listeners of `exec`'d processes from
-/// `control` (a unix socket in the container's state directory).
-pub fn run_with_control(
-    listener: OwnedFd,
-    control: Option<UnixListener>,
-    init: Pid,
-    sfd: &SignalFd,
-    log: &mut AuditLog,
-) -> Outcome {
-    serve(listener, control, init, sfd, log, false)
+    serve(listener, control, init, sfd, log, mode == Mode::Detached)
 }
 
 /// `exec`: give the listener of a new process to the container's

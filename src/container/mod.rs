@@ -401,12 +401,13 @@ pub fn create(
         let code = match created.listener {
             Some(l) => {
                 let control = bind_control(&dir_path).ok();
-                let out = audit::supervisor::run_with_control(
+                let out = audit::supervisor::run(
                     l,
                     control,
                     pid,
                     &created.signals,
                     &mut log,
+                    audit::supervisor::Mode::Parent,
                 );
                 if let Some(why) = out.audit_failure {
                     let _ = log.finish(Some(out.exit_code));
@@ -731,12 +732,13 @@ fn start_supervisor(
                     drop(theirs);
                     match crate::reaper::signal_fd() {
                         Ok(signals) => {
-                            let out = audit::supervisor::run_detached(
+                            let out = audit::supervisor::run(
                                 listener,
                                 Some(control),
                                 init,
                                 &signals,
                                 &mut log,
+                                audit::supervisor::Mode::Detached,
                             );
                             i32::from(out.audit_failure.is_some())
                         }
