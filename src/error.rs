@@ -3,6 +3,7 @@
 //! buildcell exits with: 125 for its own errors (as podman does), 126 when
 //! the command cannot be executed, 127 when it is not found.
 
+use crate::landlock::LandlockError;
 use crate::namespaces::NamespaceError;
 use crate::seccomp::SeccompError;
 use crate::spec::SpecError;
@@ -23,6 +24,10 @@ pub enum Error {
     Userns(#[from] UsernsError),
     #[error("{0}")]
     Sync(#[from] SyncError),
+    /// Refused before anything was created (the kernel lacks what the plan
+    /// requires).
+    #[error("landlock: {0}")]
+    Landlock(#[from] LandlockError),
     #[error("{step}: {message}")]
     Setup { step: &'static str, message: String },
     /// A step inside the sandbox failed and said why over the channel.

@@ -6,8 +6,8 @@
 //!   a [`spec::LaunchPlan`];
 //! - [`launch`]: the launch sequence, parent and child, step by step;
 //! - [`sync`]: the typed channel between parent and child;
-//! - [`namespaces`], [`userns`], [`mounts`], [`capabilities`], [`seccomp`],
-//!   [`cgroups`]: one kernel facility each;
+//! - [`namespaces`], [`userns`], [`mounts`], [`capabilities`], [`landlock`],
+//!   [`seccomp`], [`cgroups`]: one kernel facility each;
 //! - [`process`]: environment, signals and exec of the user process;
 //! - [`reaper`]: pid 1 of the sandbox and the signal forwarding;
 //! - [`audit`]: audit records, the log writer, keys and offline verification;
@@ -21,6 +21,7 @@ pub mod cli;
 pub mod container;
 pub mod error;
 pub mod hooks;
+pub mod landlock;
 pub mod launch;
 pub mod mounts;
 pub mod namespaces;
