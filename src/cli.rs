@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::audit::{self, log::AuditLog};
 use crate::error::Error;
+use crate::landlock::{Compat, FsRules, LandlockPlan};
 use crate::launch::{self, Timer};
 use crate::seccomp;
 use crate::spec::{self, StepRequest, UserMount};
@@ -328,7 +329,28 @@ pub struct StepArgs {
     /// the step, as any failed record does. Default 1g.
     #[arg(long, value_name = "SIZE")]
     pub audit_max_size: Option<String>,
-    /// Print each setup step and its time to stderr.
+    /// Landlock (a developer and test aid until profiles set it): allow
+    /// writing beneath PATH (repeatable; inside the sandbox, relative to the
+    /// current directory). With it, the step may read and execute anywhere
+    /// but write only beneath the working directory, /tmp, /dev and each
+    /// PATH.
+    #[arg(long = "landlock-write", value_name = "PATH")]
+    pub landlock_write: Vec<PathBuf>,
+    /// Landlock: allow TCP connect to PORT only (repeatable); `none` allows
+    /// no TCP connect at all.
+    #[arg(long = "landlock-connect", value_name = "PORT|none")]
+    pub landlock_connect: Vec<String>,
+    /// Landlock: refuse signals to processes outside the step's Landlock
+    /// domain (such as the sandbox's pid 1) and connections to abstract
+    /// unix sockets made outside it.
+    #[arg(long = "landlock-scope")]
+    pub landlock_scope: bool,
+    /// Landlock: enforce what this kernel can and say what it cannot,
+    /// instead of refusing to run (the default is to require it all).
+    #[arg(long = "landlock-best-effort")]
+    pub landlock_best_effort: bool,
+    /// Print each setup step and its time to stderr (and what Landlock
+    /// enforces).
     #[arg(long, short = 'v')]
     pub verbose: bool,
     /// The command to run and its arguments (after `--`).
@@ -718,6 +740,12 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
     };
     timer.log(&format!("seccomp: {} filter(s) compiled", filters.len()));
     let mut plan = spec::plan(&spec, filters, args.verbose)?;
+    plan.landlock = step_landlock(&args, &req.cwd)?;
+    // Before the audit log exists: a kernel that cannot enforce what is
+    // required is refused with nothing created.
+    if let Some(r) = launch::landlock_preflight(plan.landlock.as_ref())? {
+        timer.log(&format!("landlock: checked against ABI {}", r.abi));
+    }
     let mut redact = audit::redact::Redactor::default();
     for s in &args.secret {
         let secret = parse_secret(s, &req.cwd)?;
@@ -756,6 +784,59 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
     let code = result?;
     finished.map_err(|e| usage(e.to_string()))?;
     Ok(code)
+}
+
+/// The `--landlock-*` flags as a Landlock plan (None when none is given).
+pub fn step_landlock(args: &StepArgs, cwd: &Path) -> Result<Option<LandlockPlan>, Error> {
+    let fs = match args.landlock_write.is_empty() {
+        true => None,
+        false => {
+            let mut read_write = vec![cwd.to_path_buf(), "/tmp".into(), "/dev".into()];
+            read_write.extend(args.landlock_write.iter().map(|p| cwd.join(p)));
+            Some(FsRules {
+                read_exec: vec!["/".into()],
+                read_write,
+            })
+        }
+    };
+    let tcp_connect = match args.landlock_connect.as_slice() {
+        [] => None,
+        [none] if none == "none" => Some(Vec::new()),
+        ports => {
+            let mut list = Vec::new();
+            for p in ports {
+                match p.parse::<u16>() {
+                    Ok(n) if n > 0 => list.push(n),
+                    _ => {
+                        return Err(usage(format!(
+                            "--landlock-connect {p:?}: expected a TCP port (1-65535), or none alone"
+                        )))
+                    }
+                }
+            }
+            Some(list)
+        }
+    };
+    let plan = LandlockPlan {
+        compat: match args.landlock_best_effort {
+            true => Compat::BestEffort,
+            false => Compat::Require,
+        },
+        fs,
+        tcp_connect,
+        tcp_bind: None,
+        scope_abstract_unix: args.landlock_scope,
+        scope_signal: args.landlock_scope,
+    };
+    if plan.features().is_empty() {
+        if args.landlock_best_effort {
+            return Err(usage(
+                "--landlock-best-effort: no Landlock restriction asked for; add --landlock-write, --landlock-connect or --landlock-scope",
+            ));
+        }
+        return Ok(None);
+    }
+    Ok(Some(plan))
 }
 
 /// `NAME=FILE` of `--secret`.
@@ -1114,6 +1195,74 @@ mod tests {
         ] {
             let e = parse_mount(bad, cwd).unwrap_err().to_string();
             assert!(e.starts_with(&format!("--mount {bad:?}")), "{e}");
+        }
+    }
+
+    fn step_args(flags: &[&str]) -> StepArgs {
+        let argv = ["buildcell", "step"]
+            .iter()
+            .chain(flags)
+            .chain(&["--", "true"]);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Some(Command::Step(a)) => *a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn landlock_flags() {
+        let cwd = Path::new("/src/proj");
+        assert_eq!(step_landlock(&step_args(&[]), cwd).unwrap(), None);
+        let plan = step_landlock(
+            &step_args(&[
+                "--landlock-write",
+                "out",
+                "--landlock-write",
+                "/cache",
+                "--landlock-connect",
+                "443",
+                "--landlock-connect",
+                "80",
+            ]),
+            cwd,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(plan.compat, Compat::Require);
+        let fs = plan.fs.unwrap();
+        assert_eq!(fs.read_exec, [Path::new("/")]);
+        assert_eq!(
+            fs.read_write,
+            ["/src/proj", "/tmp", "/dev", "/src/proj/out", "/cache"].map(Path::new)
+        );
+        assert_eq!(plan.tcp_connect, Some(vec![443, 80]));
+        assert_eq!(plan.tcp_bind, None);
+        assert!(!plan.scope_signal && !plan.scope_abstract_unix);
+
+        let plan = step_landlock(
+            &step_args(&[
+                "--landlock-connect",
+                "none",
+                "--landlock-scope",
+                "--landlock-best-effort",
+            ]),
+            cwd,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(plan.compat, Compat::BestEffort);
+        assert_eq!(plan.fs, None);
+        assert_eq!(plan.tcp_connect, Some(vec![]));
+        assert!(plan.scope_signal && plan.scope_abstract_unix);
+
+        for bad in [
+            &["--landlock-connect", "0"][..],
+            &["--landlock-connect", "65536"],
+            &["--landlock-connect", "none", "--landlock-connect", "80"],
+            &["--landlock-best-effort"],
+        ] {
+            let e = step_landlock(&step_args(bad), cwd).unwrap_err().to_string();
+            assert!(e.starts_with("--landlock-"), "{e}");
         }
     }
 }

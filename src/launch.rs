@@ -14,6 +14,7 @@
 //!                                        hostname, loopback up
 //!                                        fork --------------------------> chdir, drop caps,
 //!                                        reap + forward signals           no_new_privs, close fds,
+//!                                                                         landlock, exec audit,
 //! wait: Failed or channel closed <--------------------------------------  seccomp (last), execve
 //! forward signals, wait for pid 1
 //! exit with the step's status
@@ -30,6 +31,7 @@ use nix::unistd::{ForkResult, Pid};
 use crate::audit::log::AuditLog;
 use crate::audit::supervisor;
 use crate::error::Error;
+use crate::landlock::{self, LandlockPlan};
 use crate::spec::{LaunchPlan, MountKind, PlanMode};
 use crate::sync::{self, ChildEnd, IdmapRequest, SetupOutcome};
 use crate::userns::IdMapPlan;
@@ -57,6 +59,33 @@ impl Timer {
             let line = format!("buildcell: [{ms:8.3} ms] {what}\n");
             let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         }
+    }
+}
+
+/// Landlock, before anything is created: a plan this kernel cannot enforce
+/// as required is refused here, not in the container. Returns what the
+/// child will enforce (it also learns which paths exist only in there).
+pub fn landlock_preflight(plan: Option<&LandlockPlan>) -> Result<Option<landlock::Report>, Error> {
+    let Some(plan) = plan else {
+        return Ok(None);
+    };
+    let abi = landlock::effective_abi()?;
+    Ok(Some(landlock::evaluate(plan, abi)?))
+}
+
+/// The Landlock report in the container's process: every line with
+/// `--verbose`; otherwise what is not enforced (best effort), which is
+/// never silent.
+fn say_landlock(report: &landlock::Report, t: Timer) {
+    if t.on {
+        for line in report.lines() {
+            t.log(&format!("landlock: {line}"));
+        }
+        return;
+    }
+    for line in &report.not_enforced {
+        let line = format!("buildcell: landlock: not enforced: {line}\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
     }
 }
 
@@ -369,6 +398,15 @@ fn user_process(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> ! {
         }
         process::reset_signals();
         t.log("capabilities dropped, no_new_privs set, fds closed");
+        // Landlock: after no_new_privs (which it needs, having no
+        // CAP_SYS_ADMIN) and the fd close (its ruleset fd is gone at exec
+        // anyway), before the exec-audit filter and seccomp, which could
+        // forbid its system calls. The paths it names are opened here,
+        // inside the new root.
+        if let Some(ll) = &plan.landlock {
+            let report = landlock::apply(ll).map_err(fail("landlock"))?;
+            say_landlock(&report, t);
+        }
         // Exec audit: from here every execve/execveat of this process and
         // its descendants waits for the supervisor, which records it before
         // the program's first instruction. Installed before the profile's
@@ -423,6 +461,7 @@ pub fn create(
     if let Some(m) = idmap {
         timer.log(&format!("id maps: {}", m.describe()));
     }
+    landlock_preflight(plan.landlock.as_ref())?;
     let (parent_end, child_end) = sync::channel()?;
     let sfd = reaper::signal_fd().map_err(|errno| Error::Setup {
         step: "block signals",
@@ -481,6 +520,7 @@ fn oci_init(plan: &LaunchPlan, chan: ChildEnd, gate: Gate, console: bool, t: Tim
         let last = LastSteps {
             process: &plan.process,
             seccomp: &plan.seccomp,
+            landlock: plan.landlock.as_ref(),
             audit: plan.audit_exec,
             console,
         };
@@ -495,6 +535,7 @@ fn oci_init(plan: &LaunchPlan, chan: ChildEnd, gate: Gate, console: bool, t: Tim
 struct LastSteps<'a> {
     process: &'a crate::spec::ProcessPlan,
     seccomp: &'a [crate::seccomp::CompiledFilter],
+    landlock: Option<&'a LandlockPlan>,
     audit: bool,
     /// Make a terminal and send its master to the parent.
     console: bool,
@@ -502,8 +543,8 @@ struct LastSteps<'a> {
 
 /// The last steps of a container process, shared by a bundle's init and
 /// `exec`: terminal, cwd, rlimits, ids and capabilities, no_new_privs,
-/// fds, signals, the exec-audit filter, ready, the start gate, seccomp,
-/// execve. Returns only on failure.
+/// fds, signals, Landlock, the exec-audit filter, ready, the start gate,
+/// seccomp, execve. Returns only on failure.
 fn become_process(
     last: &LastSteps,
     chan: &ChildEnd,
@@ -545,6 +586,19 @@ fn become_process(
         process::set_rlimit(r).map_err(fail("process.rlimits"))?;
     }
     process::reset_signals();
+    // Landlock's ruleset is built now, while the process may still open
+    // every path it names (its ids and capabilities change below), and
+    // enforced once no_new_privs is set, before the filters.
+    let landlock = match last.landlock {
+        Some(plan) => Some(landlock::prepare(plan).map_err(fail("landlock"))?),
+        None => None,
+    };
+    let restrict = |prepared: Option<landlock::Prepared>| -> Result<(), Failure> {
+        if let Some(prepared) = prepared {
+            prepared.restrict_self().map_err(fail("landlock"))?;
+        }
+        Ok(())
+    };
     // With no_new_privs the filters are installed last, after the
     // capabilities are dropped. Without it, installing a filter needs
     // CAP_SYS_ADMIN, so they come first (as runc does), and the profile
@@ -561,8 +615,12 @@ fn become_process(
     if p.no_new_privileges {
         capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
         nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
+        restrict(landlock)?;
         listener = audit()?;
     } else {
+        // Without no_new_privs, Landlock needs CAP_SYS_ADMIN in the
+        // container's user namespace: still held here.
+        restrict(landlock)?;
         listener = audit()?;
         seccomp::apply(last.seccomp).map_err(fail("seccomp"))?;
         capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
@@ -611,15 +669,18 @@ pub struct Spawned {
 /// namespace first, the mount namespace last) and forks the process, which
 /// is then inside the container's pid namespace; `place` puts it in the
 /// container's cgroup before it goes on.
+#[allow(clippy::too_many_arguments)]
 pub fn exec(
     init: i32,
     process: &crate::spec::ProcessPlan,
     seccomp: &[crate::seccomp::CompiledFilter],
+    landlock: Option<&LandlockPlan>,
     audit: bool,
     console_socket: Option<&std::path::Path>,
     place: impl FnOnce(i32) -> Result<(), Error>,
     timer: Timer,
 ) -> Result<Spawned, Error> {
+    landlock_preflight(landlock)?;
     let (parent_end, child_end) = sync::channel()?;
     let sfd = reaper::signal_fd().map_err(|errno| Error::Setup {
         step: "block signals",
@@ -631,14 +692,14 @@ pub fn exec(
     })? {
         None => {
             drop(parent_end);
-            exec_middle(
-                init,
+            let last = LastSteps {
                 process,
                 seccomp,
+                landlock,
                 audit,
-                console_socket.is_some(),
-                child_end,
-            )
+                console: console_socket.is_some(),
+            };
+            exec_middle(init, &last, child_end)
         }
         Some(pid) => Pid::from_raw(pid),
     };
@@ -699,14 +760,7 @@ impl Drop for KillGuard {
 
 /// The intermediate of `exec`: enter the container's namespaces, fork the
 /// process, report its pid, exit. Never returns.
-fn exec_middle(
-    init: i32,
-    process: &crate::spec::ProcessPlan,
-    seccomp: &[crate::seccomp::CompiledFilter],
-    audit: bool,
-    console: bool,
-    chan: ChildEnd,
-) -> ! {
+fn exec_middle(init: i32, last: &LastSteps, chan: ChildEnd) -> ! {
     protect_runtime_binary();
     if let Err(e) = namespaces::enter_all_of(init) {
         chan.failed("join the container's namespaces", &e.to_string(), 125);
@@ -728,15 +782,7 @@ fn exec_middle(
             let result = chan
                 .wait_placed()
                 .map_err(fail("wait for the cgroup"))
-                .and_then(|()| {
-                    let last = LastSteps {
-                        process,
-                        seccomp,
-                        audit,
-                        console,
-                    };
-                    become_process(&last, &chan, Gate::Now)
-                });
+                .and_then(|()| become_process(last, &chan, Gate::Now));
             let Err(Failure(step, message, code)) = result;
             chan.failed(step, &message, code);
             sys::exit_now(code)

@@ -1322,15 +1322,27 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
             .map_err(|e| usage(format!("exec: child subreaper: {e}")))?;
     }
     let console = a.console_socket.as_deref().filter(|_| plan.terminal);
-    let spawned = launch::exec(saved.oci.pid, &plan, &seccomp, true, console, place, timer)
-        .map_err(|e| {
-            // The init may have died while we joined it.
-            if state::init_alive(&saved) {
-                e
-            } else {
-                usage(format!("cannot exec in container {}: it is stopped", a.id))
-            }
-        })?;
+    // No Landlock plan for bundles yet: profiles (the policy module) will
+    // give exec'd processes the container's plan, as the init gets it.
+    let landlock = None;
+    let spawned = launch::exec(
+        saved.oci.pid,
+        &plan,
+        &seccomp,
+        landlock,
+        true,
+        console,
+        place,
+        timer,
+    )
+    .map_err(|e| {
+        // The init may have died while we joined it.
+        if state::init_alive(&saved) {
+            e
+        } else {
+            usage(format!("cannot exec in container {}: it is stopped", a.id))
+        }
+    })?;
     let pid = spawned.pid;
     if let Some(listener) = &spawned.listener {
         let (_dirfd, socket) = short_socket_path(&dir.dir, CONTROL_SOCKET)?;

@@ -341,6 +341,8 @@ pub struct LaunchPlan {
     pub audit_exec: bool,
     /// Build secrets, written to a read-only tmpfs at /run/secrets.
     pub secrets: Vec<Secret>,
+    /// Landlock for the container's processes; None = no Landlock.
+    pub landlock: Option<crate::landlock::LandlockPlan>,
     /// `linux.maskedPaths`: hidden (a read-only empty tmpfs for a directory,
     /// /dev/null for a file).
     pub masked_paths: Vec<PathBuf>,
@@ -606,6 +608,7 @@ pub fn plan_in(
         seccomp,
         audit_exec: true,
         secrets: Vec::new(),
+        landlock: None,
         masked_paths: paths(linux.masked_paths(), "maskedPaths")?,
         readonly_paths: paths(linux.readonly_paths(), "readonlyPaths")?,
         sysctl,
