@@ -85,10 +85,10 @@ mkdir -p "$OUT"; chmod 755 "$OUT"
 # under its own base name (podman passes --log-format json by name), so a
 # repo under /root or a cargo build during the run cannot get in the way.
 stage() {
-  local src=$1 dir=$OUT/bin/$2
+  local src=$1 dir=$OUT/bin/$2 name=${3:-$(basename "$1")}
   mkdir -p "$dir"; chmod 755 "$OUT/bin" "$dir"
-  cp "$src" "$dir/$(basename "$src")"; chmod 755 "$dir/$(basename "$src")"
-  echo "$dir/$(basename "$src")"
+  cp "$src" "$dir/$name"; chmod 755 "$dir/$name"
+  echo "$dir/$name"
 }
 
 # run_recipes LABEL RUNTIME: every recipe, one at a time, into $OUT/LABEL/.
@@ -117,7 +117,17 @@ if [ "$baseline" = 1 ]; then
   run_recipes runc-baseline "$(stage /usr/sbin/runc baseline)"
   args+=(--baseline-results "$OUT/runc-baseline" --baseline-label "runc")
 fi
-run_recipes "$rt_name" "$(stage "$rt_path" under-test)"
+# buildcell runs the recipes as buildcell-engine-compat: called by that
+# name it applies the engine-compat profile (profiles/engine-compat.toml,
+# README "Engines under policy"), as a RuntimeClass handler per profile
+# would. The default profile, build, refuses what several checks ask for
+# (--network host, --privileged, host binds); integration/policy-check.sh
+# shows each engine reporting those refusals.
+if [ "$rt_name" = buildcell ]; then
+  run_recipes "$rt_name" "$(stage "$rt_path" under-test buildcell-engine-compat)"
+else
+  run_recipes "$rt_name" "$(stage "$rt_path" under-test)"
+fi
 
 # buildcell's own promise on top of the recipes' checks: every container
 # an engine ran as root left an audit log that verifies and holds what ran.

@@ -52,6 +52,11 @@ pub struct GlobalArgs {
     /// Accepted for runc compatibility; buildcell detects rootless mode.
     #[arg(long, global = true, value_name = "true|false|auto", num_args = 0..=1, default_missing_value = "true")]
     pub rootless: Option<String>,
+    /// The security profile (profiles/NAME.toml) that applies; default: the
+    /// config's default_profile, or NAME when called as buildcell-NAME, or
+    /// build. See `buildcell policy list`.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Print the version (with the `commit:` line docker reads).
     #[arg(long, short = 'v')]
     pub version: bool,
@@ -65,6 +70,9 @@ pub enum Command {
     /// Audit logs: create a signing key, verify logs, show records.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Security profiles: check a bundle, show or list profiles.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Create a container from a bundle; it waits for `start`.
     Create(CreateCmd),
     /// Create and start a container, wait for it, then delete it.
@@ -133,6 +141,20 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Check a bundle (or a config.json) against the profile that would
+    /// apply; print every violation, one per line; exit 1 if any.
+    Check {
+        /// A bundle directory or a config.json file.
+        path: PathBuf,
+    },
+    /// Print a profile resolved (everything it extends merged), as JSON.
+    Show { name: String },
+    /// List the profiles visible to this user, and where each comes from.
+    List,
 }
 
 #[derive(Args, Debug)]
@@ -407,7 +429,10 @@ pub fn main() -> i32 {
     });
     // runc's commands exit 1 on their own errors (engines only test for
     // non-zero); `step` keeps the shell-like 125/126/127.
-    let oci = !matches!(command, Command::Step(_) | Command::Audit(_));
+    let oci = !matches!(
+        command,
+        Command::Step(_) | Command::Audit(_) | Command::Policy(_)
+    );
     // `run` and `exec` report a command that cannot be executed as 126/127
     // (the process's own status, as a shell would); every other failure of
     // runc's commands is 1.
@@ -501,11 +526,13 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
             bundle: a.bundle.clone(),
             pid_file: a.pid_file.clone(),
             console_socket: a.console_socket.clone(),
+            profile: crate::policy::Choice::from_env(g.profile.clone()),
         })
     };
     match command {
-        Command::Step(args) => step(*args),
+        Command::Step(args) => step(*args, &crate::policy::Choice::from_env(g.profile.clone())),
         Command::Audit(cmd) => audit(cmd),
+        Command::Policy(cmd) => policy(cmd, &crate::policy::Choice::from_env(g.profile.clone())),
         Command::Create(a) => c::create(&root(), &create_args(&a)?, false, g.debug),
         Command::Run(a) => {
             if a.detach {
@@ -574,6 +601,73 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
         Command::Checkpoint { .. } | Command::Restore { .. } => Err(usage(
             "checkpoint/restore is not supported by buildcell (build steps are not migrated); delete and re-run the step",
         )),
+    }
+}
+
+/// `buildcell policy ...`.
+pub fn policy(cmd: PolicyCommand, choice: &crate::policy::Choice) -> Result<i32, Error> {
+    use crate::policy;
+    let config = policy::Config::load()?;
+    match cmd {
+        PolicyCommand::List => {
+            let sel = policy::select(choice.flag.as_deref(), &choice.argv0, None, &config)?;
+            for (name, source) in policy::list(&config) {
+                let mark = if name == sel.name { "*" } else { " " };
+                let selectable = if config.selectable_by_annotation.contains(&name) {
+                    " (selectable by annotation)"
+                } else {
+                    ""
+                };
+                println!("{mark} {name:<16} {source}{selectable}");
+            }
+            Ok(0)
+        }
+        PolicyCommand::Show { name } => {
+            let sel = policy::Selection {
+                name,
+                why: "policy show".into(),
+            };
+            let loaded = policy::load(&sel, &config)?;
+            println!("# profile {} (sha256 {})", sel.name, loaded.sha256);
+            println!("# from {}", loaded.sources.join(" <- "));
+            println!("{}", loaded.to_json());
+            Ok(0)
+        }
+        PolicyCommand::Check { path } => {
+            let dir = if path.is_dir() {
+                path.clone()
+            } else {
+                path.parent().map(Path::to_path_buf).unwrap_or_default()
+            };
+            let file = if path.is_dir() {
+                path.join("config.json")
+            } else {
+                path.clone()
+            };
+            let mut bundle = crate::container::load_config(&file, &dir)?;
+            let eval = policy::evaluate(
+                &mut bundle.spec,
+                Some(&bundle.dir),
+                choice,
+                !crate::container::rootless(),
+            )?;
+            println!(
+                "# profile {} ({}), sha256 {}",
+                eval.loaded.profile.name, eval.selection.why, eval.loaded.sha256
+            );
+            for n in &eval.notes {
+                println!("# default: {n}");
+            }
+            for v in &eval.violations {
+                println!("{v}");
+            }
+            if eval.violations.is_empty() {
+                println!("# ok: no violations");
+                Ok(0)
+            } else {
+                Ok(1)
+            }
+        }
     }
 }
 
@@ -708,7 +802,7 @@ fn usage(msg: impl Into<String>) -> Error {
 }
 
 /// `buildcell step`: build the request, the spec and the plan, then launch.
-pub fn step(args: StepArgs) -> Result<i32, Error> {
+pub fn step(args: StepArgs, choice: &crate::policy::Choice) -> Result<i32, Error> {
     let timer = Timer::new(args.verbose);
     let req = step_request(&args)?;
     if let Some(m) = &args.memory {
@@ -721,7 +815,16 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
         }
         eprintln!("buildcell: --pids {p} accepted but not applied: cgroup limits arrive in a later version");
     }
-    let spec = spec::step_spec(&req)?;
+    let mut spec = spec::step_spec(&req)?;
+    // The step's own flags are checked like a bundle: all violations at
+    // once, before anything exists.
+    let policy = crate::policy::evaluate(&mut spec, None, choice, false)?;
+    policy.refuse_violations("step")?;
+    let profile = &policy.loaded.profile;
+    timer.log(&format!(
+        "policy: profile {} ({}) allows the step",
+        profile.name, policy.selection.why
+    ));
     let caps: Vec<String> = spec
         .process()
         .as_ref()
@@ -729,23 +832,59 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
         .and_then(|c| c.bounding().as_ref())
         .map(|b| b.iter().map(|c| format!("CAP_{c}")).collect())
         .unwrap_or_default();
-    let filters = match &args.seccomp {
+    // `--seccomp FILE` is the step's own filter; the profile's is stacked
+    // on it (both apply).
+    let mut filters = match &args.seccomp {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| usage(format!("--seccomp {}: cannot read: {e}", path.display())))?;
             seccomp::compile(&text, &path.display().to_string(), &caps)?
         }
-        // Compiled at build time for the step's capability set.
-        None => spec::step_seccomp(),
+        None => Vec::new(),
     };
+    if crate::policy::uses_builtin_seccomp(profile) {
+        // Compiled at build time for the step's capability set.
+        filters.extend(spec::step_seccomp());
+        let deny_only = crate::policy::Profile {
+            seccomp: "none".into(),
+            ..profile.clone()
+        };
+        filters.extend(crate::policy::seccomp_filters(&deny_only, &caps)?);
+    } else {
+        filters.extend(crate::policy::seccomp_filters(profile, &caps)?);
+    }
     timer.log(&format!("seccomp: {} filter(s) compiled", filters.len()));
     let mut plan = spec::plan(&spec, filters, args.verbose)?;
-    plan.landlock = step_landlock(&args, &req.cwd)?;
+    // The `--landlock-*` flags (a developer's aid) replace the profile's
+    // plan; otherwise the profile's applies, with the cwd and the
+    // read-write --mount destinations as the step's declared outputs.
+    plan.landlock = match step_landlock(&args, &req.cwd)? {
+        Some(flags) => Some(flags),
+        None => {
+            let mut outputs = vec![req.cwd.clone()];
+            outputs.extend(
+                req.mounts
+                    .iter()
+                    .filter(|m| !m.readonly)
+                    .map(|m| m.destination.clone()),
+            );
+            crate::policy::landlock_plan(profile, &outputs)
+        }
+    };
     // Before the audit log exists: a kernel that cannot enforce what is
     // required is refused with nothing created.
-    if let Some(r) = launch::landlock_preflight(plan.landlock.as_ref())? {
+    let landlock_report = launch::landlock_preflight(plan.landlock.as_ref())?;
+    if let Some(r) = &landlock_report {
         timer.log(&format!("landlock: checked against ABI {}", r.abi));
     }
+    let mut record_notes = policy.annotations();
+    record_notes.push((
+        "org.buildcell.landlock".into(),
+        match &landlock_report {
+            Some(r) => crate::policy::landlock_summary(r),
+            None => "off".into(),
+        },
+    ));
     let mut redact = audit::redact::Redactor::default();
     for s in &args.secret {
         let secret = parse_secret(s, &req.cwd)?;
@@ -760,7 +899,7 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
     }
     for e in &req.env {
         if let Some((name, value)) = e.split_once('=') {
-            if audit::redact::is_secret_name(name) {
+            if audit::redact::is_secret_name(name) || profile.redacts_env(name) {
                 redact.add(name, value);
             }
         }
@@ -769,7 +908,7 @@ pub fn step(args: StepArgs) -> Result<i32, Error> {
     // Chosen before clone: reading /etc/subuid and finding the helpers is
     // parent work, and the child must not wait on it.
     let idmap = IdMapPlan::choose();
-    let mut log = open_audit_log(&args, &req, &spec, &idmap)?;
+    let mut log = open_audit_log(&args, &req, &spec, &idmap, &policy, record_notes)?;
     log.set_redactor(redact);
     timer.log(&format!("audit log {}", log.path().display()));
     let result = launch::run(&plan, &idmap, timer, Some(&mut log));
@@ -874,6 +1013,8 @@ fn open_audit_log(
     req: &StepRequest,
     spec: &oci_spec::runtime::Spec,
     idmap: &IdMapPlan,
+    policy: &crate::policy::Evaluation,
+    annotations: Vec<(String, String)>,
 ) -> Result<AuditLog, Error> {
     let path = match &args.audit_log {
         Some(p) => req.cwd.join(p),
@@ -929,6 +1070,9 @@ fn open_audit_log(
         container_id: format!("step-{}", std::process::id()),
         bundle: None,
         config_sha256: hasher.finish_hex(),
+        profile: Some(policy.loaded.profile.name.clone()),
+        profile_sha256: Some(policy.loaded.sha256.clone()),
+        annotations: annotations.into_iter().collect(),
         uid_map: idmap.map_text().0,
         gid_map: idmap.map_text().1,
         host: nix::unistd::gethostname()

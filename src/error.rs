@@ -5,6 +5,7 @@
 
 use crate::landlock::LandlockError;
 use crate::namespaces::NamespaceError;
+use crate::policy::PolicyError;
 use crate::seccomp::SeccompError;
 use crate::spec::SpecError;
 use crate::sync::SyncError;
@@ -18,6 +19,8 @@ pub enum Error {
     Spec(#[from] SpecError),
     #[error("{0}")]
     Seccomp(#[from] SeccompError),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
     #[error("{0}")]
     Namespace(#[from] NamespaceError),
     #[error("user namespace maps: {0}")]

@@ -2,6 +2,8 @@
 //!
 //! Module map (one module per kernel facility, the launch in one place):
 //! - [`cli`]: command-line parsing only (clap), turns flags into a request;
+//! - [`policy`]: named profiles (TOML): what a step may have, checked
+//!   before anything is created, and the defaults it gets;
 //! - [`spec`]: the OCI spec: the embedded default of `step`, validation into
 //!   a [`spec::LaunchPlan`];
 //! - [`launch`]: the launch sequence, parent and child, step by step;
@@ -25,6 +27,7 @@ pub mod landlock;
 pub mod launch;
 pub mod mounts;
 pub mod namespaces;
+pub mod policy;
 pub mod process;
 pub mod reaper;
 pub mod seccomp;
@@ -32,6 +35,7 @@ pub mod spec;
 pub mod sync;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod syscalls;
 pub mod terminal;
 pub mod userns;
 

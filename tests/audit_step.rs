@@ -422,6 +422,8 @@ fn i386_exec_is_killed_by_the_profile_or_recorded() {
             m,
             &d,
             &[
+                "--profile",
+                "no-seccomp",
                 "step",
                 "--seccomp",
                 "allow.json",

@@ -44,7 +44,17 @@ fn writes_only_beneath_the_allowed_paths() {
         let r = run(
             m,
             &d,
-            &["step", "--landlock-write", "/tmp", "--", "sh", "-c", script],
+            &[
+                "--profile",
+                "no-landlock",
+                "step",
+                "--landlock-write",
+                "/tmp",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
         );
         assert_eq!(r.code, 0, "{r:?}");
         assert!(r.stdout.contains("allowed-ok"), "{r:?}");
@@ -57,6 +67,8 @@ fn writes_only_beneath_the_allowed_paths() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--landlock-write",
                 "/run",
@@ -74,6 +86,8 @@ fn writes_only_beneath_the_allowed_paths() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--landlock-write",
                 "/tmp",
@@ -88,6 +102,8 @@ fn writes_only_beneath_the_allowed_paths() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--landlock-write",
                 "/tmp",
@@ -111,7 +127,15 @@ fn a_missing_path_is_refused_or_reported() {
         let r = run(
             m,
             &d,
-            &["step", "--landlock-write", "/outputs", "--", "true"],
+            &[
+                "--profile",
+                "no-landlock",
+                "step",
+                "--landlock-write",
+                "/outputs",
+                "--",
+                "true",
+            ],
         );
         assert_refused(
             &r,
@@ -123,6 +147,8 @@ fn a_missing_path_is_refused_or_reported() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--landlock-best-effort",
                 "--landlock-write",
@@ -154,13 +180,27 @@ fn tcp_connect_only_to_the_allowed_ports() {
         let p = probe();
         // Nobody listens on lo inside: an allowed port is refused by the
         // peer (ECONNREFUSED, 111), a denied one by Landlock (EACCES, 13).
-        let r = run(m, &d, &["step", "--", &p, "tcp", "127.0.0.1:81"]);
+        let r = run(
+            m,
+            &d,
+            &[
+                "--profile",
+                "no-landlock",
+                "step",
+                "--",
+                &p,
+                "tcp",
+                "127.0.0.1:81",
+            ],
+        );
         assert_eq!(r.stdout.trim(), "tcp: error 111", "{r:?}");
         let script = format!("{p} tcp 127.0.0.1:80; {p} tcp 127.0.0.1:81");
         let r = run(
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--landlock-connect",
                 "80",
@@ -175,6 +215,8 @@ fn tcp_connect_only_to_the_allowed_ports() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--landlock-connect",
                 "none",
@@ -198,6 +240,8 @@ fn tcp_connect_only_to_the_allowed_ports() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--net",
                 "--landlock-connect",
@@ -213,6 +257,8 @@ fn tcp_connect_only_to_the_allowed_ports() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--net",
                 "--landlock-connect",
@@ -237,13 +283,34 @@ fn scope_refuses_signals_outside_the_domain() {
     each_mode(|m| {
         let d = workdir(m, "ll-signal");
         // Pid 1 is buildcell's reaping init, outside the step's domain.
-        let out = ok(sh(m, &d, "kill -0 1 && echo pid1-ok"));
+        let out = ok(run(
+            m,
+            &d,
+            &[
+                "--profile",
+                "no-landlock",
+                "step",
+                "--",
+                "sh",
+                "-c",
+                "kill -0 1 && echo pid1-ok",
+            ],
+        ));
         assert_eq!(out.trim(), "pid1-ok");
         let script = "kill -0 1; echo pid1-rc=$?; sleep 5 & kill -0 $! && echo child-ok; kill $!";
         let r = run(
             m,
             &d,
-            &["step", "--landlock-scope", "--", "sh", "-c", script],
+            &[
+                "--profile",
+                "no-landlock",
+                "step",
+                "--landlock-scope",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
         );
         assert!(r.stdout.contains("pid1-rc=1"), "{r:?}");
         assert!(r.stderr.contains("Operation not permitted"), "{r:?}");
@@ -265,12 +332,27 @@ fn scope_refuses_abstract_sockets_made_outside() {
         let d = workdir(m, "ll-abstract");
         let p = probe();
         // --net: the host's network namespace, where the socket lives.
-        let r = run(m, &d, &["step", "--net", "--", &p, "unix-abstract", &name]);
+        let r = run(
+            m,
+            &d,
+            &[
+                "--profile",
+                "no-landlock",
+                "step",
+                "--net",
+                "--",
+                &p,
+                "unix-abstract",
+                &name,
+            ],
+        );
         assert_eq!(r.stdout.trim(), "unix-abstract: ok", "{r:?}");
         let r = run(
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--net",
                 "--landlock-scope",
@@ -300,6 +382,8 @@ fn an_older_abi_is_refused_or_reported() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--landlock-connect",
                 "80",
@@ -324,6 +408,8 @@ fn an_older_abi_is_refused_or_reported() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--verbose",
                 "--landlock-best-effort",
@@ -361,6 +447,8 @@ fn an_older_abi_is_refused_or_reported() {
             m,
             &d,
             &[
+                "--profile",
+                "no-landlock",
                 "step",
                 "--verbose",
                 "--landlock-connect",
@@ -382,14 +470,44 @@ fn an_older_abi_is_refused_or_reported() {
 fn bad_landlock_flags_are_one_line_errors() {
     each_mode(|m| {
         let d = workdir(m, "ll-flags");
-        let r = run(m, &d, &["step", "--landlock-connect", "http", "--", "true"]);
+        let r = run(
+            m,
+            &d,
+            &[
+                "--profile",
+                "no-landlock",
+                "step",
+                "--landlock-connect",
+                "http",
+                "--",
+                "true",
+            ],
+        );
         assert_refused(&r, 125, "--landlock-connect \"http\": expected a TCP port");
-        let r = run(m, &d, &["step", "--landlock-best-effort", "--", "true"]);
+        let r = run(
+            m,
+            &d,
+            &[
+                "--profile",
+                "no-landlock",
+                "step",
+                "--landlock-best-effort",
+                "--",
+                "true",
+            ],
+        );
         assert_refused(&r, 125, "no Landlock restriction asked for");
         let r = run_env(
             m,
             &d,
-            &["step", "--landlock-scope", "--", "true"],
+            &[
+                "--profile",
+                "no-landlock",
+                "step",
+                "--landlock-scope",
+                "--",
+                "true",
+            ],
             &[("BUILDCELL_LANDLOCK_ABI", "six")],
         );
         assert_refused(

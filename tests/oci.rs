@@ -18,47 +18,6 @@ fn rootfs_dir() -> PathBuf {
     rootfs()
 }
 
-/// See [`rootfs_dir`].
-fn rootfs() -> PathBuf {
-    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        let dir = harness().dir.join("busybox-rootfs");
-        let bin = dir.join("bin");
-        fs::create_dir_all(&bin).unwrap();
-        for d in ["proc", "dev", "sys", "tmp", "etc", "root"] {
-            fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox-static is needed (ci/test.sh installs it)");
-        fs::copy(busybox, bin.join("busybox")).unwrap();
-        fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
-        for applet in [
-            "sh", "echo", "cat", "id", "sleep", "ls", "grep", "true", "false", "hostname", "stat",
-            "head", "touch", "mount", "awk", "mkdir", "rmdir", "wc", "tty", "test",
-        ] {
-            let _ = symlink("busybox", bin.join(applet));
-        }
-        dir
-    })
-    .clone()
-}
-
-/// A bundle directory for `name` in `mode`: config.json from `buildcell
-/// spec`, the shared rootfs, args replaced by `args`, then `edit`.
-fn bundle(mode: Mode, name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
-    let dir = workdir(mode, name);
-    ok(run(mode, &dir, &["spec"]));
-    let path = dir.join("config.json");
-    let mut c: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    c["root"]["path"] = json!(rootfs());
-    c["process"]["args"] = json!(args);
-    edit(&mut c);
-    fs::write(&path, serde_json::to_string_pretty(&c).unwrap()).unwrap();
-    dir
-}
-
 /// The state root of a test: inside its bundle dir.
 fn root_of(bundle: &Path) -> String {
     bundle.join("state").display().to_string()
@@ -69,7 +28,10 @@ fn root_of(bundle: &Path) -> String {
 /// reader waiting for end-of-file would wait for the container.
 fn rt(mode: Mode, bundle: &Path, args: &[&str]) -> Run {
     let root = root_of(bundle);
-    let mut all = vec!["--root", root.as_str()];
+    // These tests exercise the OCI contract (hooks from /bin, binds from
+    // /var/tmp, joined namespaces): the permissive engine-compat profile.
+    // tests/policy.rs checks what `build` refuses.
+    let mut all = vec!["--root", root.as_str(), "--profile", "engine-compat"];
     all.extend_from_slice(args);
     // Fresh files per call: a created container keeps writing to those of
     // its `create`.

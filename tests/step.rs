@@ -274,6 +274,8 @@ fn seccomp_profile_is_what_blocks_nested_user_namespaces() {
             m,
             &d,
             &[
+                "--profile",
+                "no-seccomp",
                 "step",
                 "--seccomp",
                 "allow.json",
@@ -496,8 +498,24 @@ fn no_network_but_loopback() {
         // The host's loopback listener is not (ECONNREFUSED inside).
         let r = run(m, &d, &["step", "--", &probe, "tcp", &addr]);
         assert_eq!(r.stdout.trim(), "tcp: error 111", "{r:?}");
-        // --net shares the host network on request.
+        // --net shares the host network: the default profile (build)
+        // refuses it, naming the rule; one that allows network = host runs.
         let r = run(m, &d, &["step", "--net", "--", &probe, "tcp", &addr]);
+        assert_refused(&r, 125, "profile build refuses this step (1 violation): linux.namespaces: no network namespace, so the host's network would be shared; profile build allows network = loopback");
+        let r = run(
+            m,
+            &d,
+            &[
+                "--profile",
+                "engine-compat",
+                "step",
+                "--net",
+                "--",
+                &probe,
+                "tcp",
+                &addr,
+            ],
+        );
         assert_eq!(r.stdout.trim(), "tcp: ok", "{r:?}");
     });
 }

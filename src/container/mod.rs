@@ -22,11 +22,6 @@ use crate::spec::{self, LaunchPlan};
 use crate::userns::IdMapPlan;
 use state::{ContainerDir, OciState, Saved, Status};
 
-mod syscalls {
-    include!(concat!(env!("OUT_DIR"), "/syscall_names.rs"));
-}
-use syscalls::X86_64 as X86_64_SYSCALLS;
-
 /// The OCI runtime spec version buildcell implements.
 pub const OCI_VERSION: &str = "1.2.0";
 
@@ -46,6 +41,8 @@ pub struct CreateArgs {
     pub bundle: PathBuf,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
+    /// How the operator chose the profile (`--profile`, `buildcell-NAME`).
+    pub profile: crate::policy::Choice,
 }
 
 /// A bundle's config.json, parsed, with its SHA-256.
@@ -57,9 +54,14 @@ pub struct Bundle {
 
 /// Read and parse `BUNDLE/config.json`; errors name the JSON path.
 pub fn load_bundle(dir: &Path) -> Result<Bundle, Error> {
+    load_config(&dir.join("config.json"), dir)
+}
+
+/// Read and parse the config at `path` of the bundle `dir`.
+pub fn load_config(path: &Path, dir: &Path) -> Result<Bundle, Error> {
     let dir =
         std::path::absolute(dir).map_err(|e| usage(format!("--bundle {}: {e}", dir.display())))?;
-    let path = dir.join("config.json");
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let data = std::fs::read(&path).map_err(|e| {
         usage(format!(
             "{}: cannot read: {e}; give the bundle directory with --bundle",
@@ -96,17 +98,22 @@ pub fn bundle_plan(b: &Bundle, verbose: bool) -> Result<LaunchPlan, Error> {
     Ok(spec::plan_in(&b.spec, Some(&b.dir), filters, verbose)?)
 }
 
+/// The bounding set of a process as `CAP_*` names.
+fn bounding_caps(process: Option<&oci_spec::runtime::Process>) -> Vec<String> {
+    process
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .map(|s| s.iter().map(|c| format!("CAP_{c}")).collect())
+        .unwrap_or_default()
+}
+
 /// The config's `linux.seccomp` compiled for `process`'s capabilities
 /// (rules may depend on them); none when the config has no filter.
 fn bundle_seccomp(
     spec: &Spec,
     process: Option<&oci_spec::runtime::Process>,
 ) -> Result<Vec<crate::seccomp::CompiledFilter>, Error> {
-    let caps: Vec<String> = process
-        .and_then(|p| p.capabilities().as_ref())
-        .and_then(|c| c.bounding().as_ref())
-        .map(|s| s.iter().map(|c| format!("CAP_{c}")).collect())
-        .unwrap_or_default();
+    let caps = bounding_caps(process);
     match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(sc) => {
             let text = serde_json::to_string(sc).map_err(|e| usage(e.to_string()))?;
@@ -114,7 +121,7 @@ fn bundle_seccomp(
                 &text,
                 "config.json linux.seccomp",
                 &caps,
-                &|n| X86_64_SYSCALLS.binary_search(&n).is_err(),
+                &|n| !crate::syscalls::is_known(n),
             )?)
         }
         None => Ok(Vec::new()),
@@ -219,13 +226,37 @@ pub fn create(
 ) -> Result<i32, Error> {
     let timer = Timer::new(verbose);
     state::check_id(&args.id)?;
-    let bundle = load_bundle(&args.bundle)?;
+    let mut bundle = load_bundle(&args.bundle)?;
     if foreground && bundle.spec.process().is_none() {
         return Err(usage(
             "process: missing in config.json; run needs a process to run",
         ));
     }
-    let plan = bundle_plan(&bundle, verbose)?;
+    // The config's own errors first (a namespace path that is not one),
+    // then the policy: a bundle that asks for more than its profile allows
+    // is refused with every violation, before anything exists.
+    bundle_plan(&bundle, verbose)?;
+    let policy = crate::policy::evaluate(
+        &mut bundle.spec,
+        Some(&bundle.dir),
+        &args.profile,
+        !rootless(),
+    )?;
+    policy.refuse_violations("bundle")?;
+    timer.log(&format!(
+        "policy: profile {} ({}) allows the bundle",
+        policy.loaded.profile.name, policy.selection.why
+    ));
+    let mut plan = bundle_plan(&bundle, verbose)?;
+    plan.seccomp.extend(crate::policy::seccomp_filters(
+        &policy.loaded.profile,
+        &bounding_caps(bundle.spec.process().as_ref()),
+    )?);
+    plan.landlock = crate::policy::landlock_plan(
+        &policy.loaded.profile,
+        &crate::policy::rw_bind_destinations(&bundle.spec),
+    );
+    let landlock_report = launch::landlock_preflight(plan.landlock.as_ref())?;
     if plan.process.terminal && args.console_socket.is_none() && !foreground {
         return Err(usage(
             "process.terminal is true but no --console-socket was given; pass one or set terminal to false",
@@ -266,19 +297,31 @@ pub fn create(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let mut annotations = annotations;
+    annotations.extend(policy.annotations());
+    annotations.insert(
+        "org.buildcell.landlock".into(),
+        match &landlock_report {
+            Some(r) => crate::policy::landlock_summary(r),
+            None => "off (landlock.mode = \"off\")".into(),
+        },
+    );
+    std::fs::write(
+        dir.dir.join(crate::policy::STATE_FILE),
+        serde_json::to_vec(&policy.loaded.profile).map_err(|e| usage(e.to_string()))?,
+    )
+    .map_err(|e| usage(format!("{}: {e}", dir.dir.display())))?;
     let (cgroup, drop_mknod) = make_cgroup(&bundle.spec, &args.id, &mut annotations)?;
     let cgroup_guard = CgroupGuard(cgroup.clone());
     if cgroup.is_some() {
         timer.log("cgroup created");
     }
-    let mut log = open_container_log(&args.id, &bundle, &idmap, &annotations)?;
-    log.set_redactor(bundle_redactor(&bundle.spec, &plan));
+    let mut log = open_container_log(&args.id, &bundle, &idmap, &annotations, &policy)?;
+    log.set_redactor(bundle_redactor(&bundle.spec, &plan, &policy.loaded.profile));
     let log_path = log.path().to_path_buf();
     // A create that fails before the log has an owner ends the log: it
     // then verifies as complete, with no exec.
     let mut log = FinishOnDrop(Some(log));
 
-    let mut plan = plan;
     if drop_mknod {
         let caps = &mut plan.process.caps;
         for set in [
@@ -589,7 +632,11 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
 /// Kubernetes pass build and pod secrets), and the values of environment
 /// variables named like credentials. Each is replaced by
 /// `<redacted:NAME>` in every record.
-fn bundle_redactor(spec: &Spec, plan: &LaunchPlan) -> audit::redact::Redactor {
+fn bundle_redactor(
+    spec: &Spec,
+    plan: &LaunchPlan,
+    profile: &crate::policy::Profile,
+) -> audit::redact::Redactor {
     let mut r = audit::redact::Redactor::default();
     for m in &plan.mounts {
         let spec::MountKind::Bind { source, dir, .. } = &m.kind else {
@@ -611,7 +658,7 @@ fn bundle_redactor(spec: &Spec, plan: &LaunchPlan) -> audit::redact::Redactor {
     }
     for e in spec.process().iter().flat_map(|p| p.env().iter().flatten()) {
         if let Some((name, value)) = e.split_once('=') {
-            if audit::redact::is_secret_name(name) {
+            if audit::redact::is_secret_name(name) || profile.redacts_env(name) {
                 r.add(name, value);
             }
         }
@@ -625,6 +672,7 @@ fn open_container_log(
     bundle: &Bundle,
     idmap: &Option<IdMapPlan>,
     annotations: &BTreeMap<String, String>,
+    policy: &crate::policy::Evaluation,
 ) -> Result<AuditLog, Error> {
     let dir = audit::ensure_log_dir().map_err(usage)?;
     let short: String = id.chars().take(64).collect();
@@ -660,6 +708,8 @@ fn open_container_log(
         container_id: id.into(),
         bundle: Some(bundle.dir.display().to_string()),
         config_sha256: bundle.sha256.clone(),
+        profile: Some(policy.loaded.profile.name.clone()),
+        profile_sha256: Some(policy.loaded.sha256.clone()),
         uid_map,
         gid_map,
         annotations: annotations.clone(),
@@ -1057,6 +1107,17 @@ pub fn update(
             "container {id} has no cgroup (rootless without cgroup delegation): its limits cannot be updated"
         ))
     })?;
+    if let Some(profile) = crate::policy::load_saved(&dir.dir) {
+        let violations = crate::policy::check::check_resources(&profile, resources, true);
+        if !violations.is_empty() {
+            return Err(crate::policy::PolicyError::Violations {
+                profile: profile.name.clone(),
+                what: "update",
+                violations,
+            }
+            .into());
+        }
+    }
     let mut r = Resources::try_from(resources).map_err(|e| usage(e.to_string()))?;
     // Device rules are set once at create, as runc update does not touch
     // them: rewriting them would briefly cut running processes off.
@@ -1302,14 +1363,35 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
         .map_err(|e| usage(format!("{}: {e}", config_path.display())))?;
     let base: Spec = serde_json::from_slice(&data)
         .map_err(|e| usage(format!("{}: {e}", config_path.display())))?;
-    let process = exec_process(a, &base)?;
+    let mut process = exec_process(a, &base)?;
+    // The profile the container was created under binds its execs too.
+    let profile = crate::policy::load_saved(&dir.dir).ok_or_else(|| {
+        usage(format!(
+            "{}: missing or unreadable; the container's profile is unknown, so nothing is exec'd (delete and re-create it)",
+            dir.dir.join(crate::policy::STATE_FILE).display()
+        ))
+    })?;
+    let violations = crate::policy::check::check_process(&profile, &process, "process");
+    if !violations.is_empty() {
+        return Err(crate::policy::PolicyError::Violations {
+            profile: profile.name.clone(),
+            what: "exec process",
+            violations,
+        }
+        .into());
+    }
+    crate::policy::check::apply_process_defaults(&profile, &mut process);
     let plan = spec::plan_process(&process, "process")?;
     if plan.terminal && a.console_socket.is_none() {
         return Err(usage(
             "process.terminal is true but no --console-socket was given",
         ));
     }
-    let seccomp = bundle_seccomp(&base, Some(&process))?;
+    let mut seccomp = bundle_seccomp(&base, Some(&process))?;
+    seccomp.extend(crate::policy::seccomp_filters(
+        &profile,
+        &bounding_caps(Some(&process)),
+    )?);
     let cgroup = cgroup_of(&saved);
     let place = |pid: i32| match &cgroup {
         Some(cg) => cg.add_pid(pid).map_err(|e| usage(e.to_string())),
@@ -1322,14 +1404,15 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
             .map_err(|e| usage(format!("exec: child subreaper: {e}")))?;
     }
     let console = a.console_socket.as_deref().filter(|_| plan.terminal);
-    // No Landlock plan for bundles yet: profiles (the policy module) will
-    // give exec'd processes the container's plan, as the init gets it.
-    let landlock = None;
+    // The container's Landlock plan: an exec'd process gets the same
+    // domain rules as the init.
+    let landlock =
+        crate::policy::landlock_plan(&profile, &crate::policy::rw_bind_destinations(&base));
     let spawned = launch::exec(
         saved.oci.pid,
         &plan,
         &seccomp,
-        landlock,
+        landlock.as_ref(),
         true,
         console,
         place,

@@ -725,7 +725,7 @@ pub fn plan_process(
     })
 }
 
-fn rlimit_number(name: &str) -> Option<i32> {
+pub fn rlimit_number(name: &str) -> Option<i32> {
     use libc::*;
     #[allow(clippy::unnecessary_cast)]
     Some(match name {

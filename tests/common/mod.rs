@@ -8,10 +8,12 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+
+use serde_json::{json, Value};
 
 /// Who runs buildcell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,7 @@ pub fn harness() -> &'static Harness {
         let probe = dir.join("probe");
         fs::copy(&bin_src, &bin).unwrap();
         fs::copy(&probe_src, &probe).unwrap();
+        write_test_policy(&dir);
         let mut modes = Vec::new();
         let mut user = None;
         let mut user_uid = nix::unistd::getuid().as_raw();
@@ -106,6 +109,39 @@ pub fn harness() -> &'static Harness {
             modes,
         }
     })
+}
+
+/// The config every test's buildcell reads (`BUILDCELL_CONFIG`), so that
+/// a host's /etc/buildcell never changes a test: the shipped profiles as
+/// built in, plus the test-only ones below in `DIR/profiles`.
+fn write_test_policy(dir: &Path) {
+    let profiles = dir.join("profiles");
+    fs::create_dir_all(&profiles).unwrap();
+    fs::write(
+        dir.join("config.toml"),
+        format!(
+            "profile_dirs = [{:?}]\nselectable_by_annotation = [\"strict\"]\n",
+            profiles.display().to_string()
+        ),
+    )
+    .unwrap();
+    // `build` without buildcell's seccomp filter: the tests that show what
+    // the filter itself blocks.
+    fs::write(
+        profiles.join("no-seccomp.toml"),
+        "extends = \"build\"\n[seccomp]\nprofile = \"none\"\n",
+    )
+    .unwrap();
+    // The permissive engine-compat without Landlock: tests/landlock.rs
+    // sets Landlock by flags and needs a control without it.
+    fs::write(
+        profiles.join("no-landlock.toml"),
+        "extends = \"engine-compat\"\n[landlock]\nmode = \"off\"\n",
+    )
+    .unwrap();
+    for p in [&profiles, dir] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
 }
 
 /// Run `f` once per available mode.
@@ -176,6 +212,7 @@ pub fn command(mode: Mode, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> C
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     );
     c.env("HOME", home_of(mode));
+    c.env("BUILDCELL_CONFIG", h.dir.join("config.toml"));
     for (k, v) in env {
         c.env(k, v);
     }
@@ -290,4 +327,45 @@ pub fn assert_refused(r: &Run, code: i32, text: &str) {
     assert_eq!(r.code, code, "{r:?}");
     assert!(r.stderr.contains(text), "expected {text:?}: {r:?}");
     assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+}
+
+/// A busybox rootfs shared by every test (read-only to containers).
+pub fn rootfs() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let dir = harness().dir.join("busybox-rootfs");
+        let bin = dir.join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        for d in ["proc", "dev", "sys", "tmp", "etc", "root"] {
+            fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static is needed (ci/test.sh installs it)");
+        fs::copy(busybox, bin.join("busybox")).unwrap();
+        fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+        for applet in [
+            "sh", "echo", "cat", "id", "sleep", "ls", "grep", "true", "false", "hostname", "stat",
+            "head", "touch", "mount", "awk", "mkdir", "rmdir", "wc", "tty", "test",
+        ] {
+            let _ = symlink("busybox", bin.join(applet));
+        }
+        dir
+    })
+    .clone()
+}
+
+/// A bundle directory for `name` in `mode`: config.json from `buildcell
+/// spec`, the shared rootfs, args replaced by `args`, then `edit`.
+pub fn bundle(mode: Mode, name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let dir = workdir(mode, name);
+    ok(run(mode, &dir, &["spec"]));
+    let path = dir.join("config.json");
+    let mut c: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    c["root"]["path"] = json!(rootfs());
+    c["process"]["args"] = json!(args);
+    edit(&mut c);
+    fs::write(&path, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+    dir
 }

@@ -1,0 +1,593 @@
+//! Policy as code with the real binary: profiles chosen by flag, by the
+//! name the binary is called by, by the config and by annotation; bundles
+//! and steps refused with every violation before anything exists; the
+//! defaults a bundle gets; Landlock from the profile. Every test runs as
+//! host root and as the unprivileged test user.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// `buildcell --root BUNDLE/state [--profile P] ARGS...`, output in files
+/// (a created container keeps its stdio open).
+fn rt(mode: Mode, bundle: &Path, profile: Option<&str>, args: &[&str]) -> Run {
+    rt_env(mode, bundle, profile, args, &[])
+}
+
+fn rt_env(
+    mode: Mode,
+    bundle: &Path,
+    profile: Option<&str>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let root = bundle.join("state").display().to_string();
+    let mut all = vec!["--root", root.as_str()];
+    if let Some(p) = profile {
+        all.extend_from_slice(&["--profile", p]);
+    }
+    all.extend_from_slice(args);
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = bundle.join(format!(".p-{n}-stdout"));
+    let err = bundle.join(format!(".p-{n}-stderr"));
+    let status = command(mode, bundle, &all, env)
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .status()
+        .expect("start buildcell");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: fs::read_to_string(&out).unwrap(),
+        stderr: fs::read_to_string(&err).unwrap(),
+    }
+}
+
+fn state_of(mode: Mode, b: &Path, id: &str) -> Value {
+    serde_json::from_str(&ok(rt(mode, b, None, &["state", id]))).unwrap()
+}
+
+/// A bundle asking for what `build` never gives: the host's network, every
+/// capability, the docker socket, a host path read-write, a device, a
+/// host sysctl, a hook from /tmp.
+fn greedy(mode: Mode, name: &str) -> std::path::PathBuf {
+    bundle(mode, name, &["true"], |c| {
+        let ns: Vec<Value> = c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["type"] != "network")
+            .cloned()
+            .collect();
+        c["linux"]["namespaces"] = json!(ns);
+        let caps = json!(["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_CHOWN"]);
+        c["process"]["capabilities"] =
+            json!({"bounding": caps, "effective": caps, "permitted": caps});
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/etc/shadow", "type": "bind",
+                           "source": "/etc/shadow", "options": ["rbind"]}));
+        mounts.push(json!({"destination": "/host-etc", "type": "bind",
+                           "source": "/usr", "options": ["rbind", "rw"]}));
+        c["linux"]["sysctl"] = json!({"kernel.core_pattern": "|/tmp/x"});
+        c["hooks"] = json!({"prestart": [{"path": "/tmp/hook"}]});
+    })
+}
+
+#[test]
+fn a_greedy_bundle_is_refused_with_every_violation_and_nothing_is_created() {
+    each_mode(|m| {
+        let b = greedy(m, "greedy");
+        let log = b.join("runtime.log");
+        let log_s = log.display().to_string();
+        let r = rt(
+            m,
+            &b,
+            None,
+            &[
+                "--log",
+                &log_s,
+                "--log-format",
+                "json",
+                "create",
+                "--bundle",
+                b.to_str().unwrap(),
+                "g1",
+            ],
+        );
+        assert_eq!(r.code, 1, "{r:?}");
+        assert_eq!(r.stderr.lines().count(), 1, "one line: {r:?}");
+        for want in [
+            "profile build refuses this bundle (6 violations): ",
+            "linux.namespaces: no network namespace, so the host's network would be shared; profile build allows network = loopback",
+            "process.capabilities: CAP_NET_ADMIN, CAP_SYS_ADMIN not allowed (in bounding, effective, permitted)",
+            "bind of /etc/shadow exposes /etc/shadow, which profile build never allows",
+            "read-write bind of /usr is not under a path profile build allows read-write",
+            "linux.sysctl.kernel.core_pattern: not allowed",
+            "hooks.prestart[0].path: /tmp/hook is not allowed",
+        ] {
+            assert!(r.stderr.contains(want), "missing {want:?}: {r:?}");
+        }
+        // The engine reads the last JSON line of --log: the same message.
+        let last = fs::read_to_string(&log).unwrap();
+        let last: Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+        assert_eq!(last["level"], "error");
+        assert!(
+            last["msg"].as_str().unwrap().contains("(6 violations)"),
+            "{last}"
+        );
+        // Nothing was created: no state, no container, no cgroup.
+        assert!(!b.join("state").join("g1").exists());
+        let l = rt(m, &b, None, &["list", "-q"]);
+        assert_eq!(l.stdout.trim(), "", "{l:?}");
+        for h in ["memory", "pids", "unified"] {
+            let found = std::process::Command::new("find")
+                .args([&format!("/sys/fs/cgroup/{h}"), "-name", "g1"])
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&found.stdout).trim().is_empty(),
+                "cgroup left in {h}"
+            );
+        }
+        // `policy check` prints the same, one violation per line, exit 1.
+        let c = rt(m, &b, None, &["policy", "check", b.to_str().unwrap()]);
+        assert_eq!(c.code, 1, "{c:?}");
+        let lines: Vec<&str> = c.stdout.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines.len(), 6, "{c:?}");
+        // The weaker engine-compat allows it all but the sysctl... no: it
+        // allows every sysctl and hook; only its never list would stop it.
+        let c = rt(
+            m,
+            &b,
+            Some("engine-compat"),
+            &["policy", "check", b.to_str().unwrap()],
+        );
+        assert_eq!(c.code, 0, "{c:?}");
+        assert!(c.stdout.contains("# ok: no violations"), "{c:?}");
+    });
+}
+
+#[test]
+fn the_default_bundle_runs_under_build_and_state_says_so() {
+    each_mode(|m| {
+        let b = bundle(
+            m,
+            "plain",
+            &[
+                "sh",
+                "-c",
+                "grep -E 'NoNewPrivs|CapBnd' /proc/self/status; kill -0 1 && echo signal-ok",
+            ],
+            |c| {
+                c["process"]["noNewPrivileges"] = json!(false);
+            },
+        );
+        let out = ok(rt(m, &b, None, &["run", "plain1"]));
+        assert!(
+            out.contains("NoNewPrivs:\t1"),
+            "forced by the profile: {out}"
+        );
+        // pid 1 of this bundle is the process itself: signalling it stays
+        // inside the Landlock domain.
+        assert!(out.contains("signal-ok"), "{out}");
+        let r = rt(
+            m,
+            &b,
+            None,
+            &["create", "--bundle", b.to_str().unwrap(), "plain2"],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let st = state_of(m, &b, "plain2");
+        let a = &st["annotations"];
+        assert_eq!(a["org.buildcell.policy.profile"], "build", "{st}");
+        assert_eq!(a["org.buildcell.policy.sha256"].as_str().unwrap().len(), 64);
+        // The tests' config names no default profile.
+        assert_eq!(
+            a["org.buildcell.policy.selected-by"], "the built-in default",
+            "{st}"
+        );
+        let defaults = a["org.buildcell.policy.defaults"].as_str().unwrap_or("");
+        assert!(
+            defaults.contains("process.noNewPrivileges: set to true"),
+            "{st}"
+        );
+        if m == Mode::Root {
+            // Host root has cgroups: the profile's default limits applied.
+            assert!(
+                defaults.contains("linux.resources.memory.limit: 4G (profile default)"),
+                "{st}"
+            );
+            assert!(
+                defaults.contains("linux.resources.pids.limit: 4096"),
+                "{st}"
+            );
+            let pid = st["pid"].as_i64().unwrap();
+            let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            let mem = cg
+                .lines()
+                .find_map(|l| l.split_once(":memory:").map(|x| x.1.to_string()));
+            if let Some(mem) = mem {
+                let limit =
+                    fs::read_to_string(format!("/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes"))
+                        .unwrap();
+                assert_eq!(limit.trim(), (4u64 << 30).to_string());
+            }
+        }
+        let ll = a["org.buildcell.landlock"].as_str().unwrap();
+        assert!(
+            ll.contains("enforced: scope_signal, scope_abstract_unix"),
+            "{ll}"
+        );
+        // The audit log's first record names the profile and its hash.
+        let saved: Value = serde_json::from_str(
+            &fs::read_to_string(b.join("state").join("plain2").join("state.json")).unwrap(),
+        )
+        .unwrap();
+        {
+            let log = saved["audit_log"].as_str().expect("an audit log");
+            let first = fs::read_to_string(log).unwrap();
+            let first: Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+            assert_eq!(first["profile"], "build");
+            assert_eq!(first["profile_sha256"], a["org.buildcell.policy.sha256"]);
+        }
+        // exec is held to the same profile: more capabilities are refused.
+        let r = rt(
+            m,
+            &b,
+            None,
+            &["exec", "--cap", "CAP_SYS_ADMIN", "plain2", "true"],
+        );
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("profile build refuses this exec process (1 violation): process.capabilities: CAP_SYS_ADMIN not allowed"), "{r:?}");
+        ok(rt(m, &b, None, &["delete", "--force", "plain2"]));
+    });
+}
+
+#[test]
+fn update_above_the_profile_maximum_is_refused() {
+    if !is_root() {
+        return skip("needs host root for a cgroup");
+    }
+    let m = Mode::Root;
+    let b = bundle(m, "upd", &["sleep", "30"], |_| {});
+    ok(rt(
+        m,
+        &b,
+        None,
+        &["create", "--bundle", b.to_str().unwrap(), "u1"],
+    ));
+    let r = rt(m, &b, None, &["update", "--memory", "64g", "u1"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("profile build refuses this update (1 violation): linux.resources.memory.limit: 64G is above profile build's memory_max 16G"), "{r:?}");
+    ok(rt(m, &b, None, &["update", "--memory", "1g", "u1"]));
+    ok(rt(m, &b, None, &["delete", "--force", "u1"]));
+}
+
+#[test]
+fn annotation_picks_only_a_selectable_profile() {
+    each_mode(|m| {
+        // The test config lists strict as selectable by annotation.
+        let b = bundle(
+            m,
+            "ann",
+            &["sh", "-c", "grep CapBnd /proc/self/status"],
+            |c| {
+                c["annotations"] = json!({"org.buildcell.profile": "strict"});
+                c["process"]["capabilities"] = json!({});
+                c["root"]["readonly"] = json!(false);
+            },
+        );
+        let r = rt(
+            m,
+            &b,
+            None,
+            &["create", "--bundle", b.to_str().unwrap(), "a1"],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let st = state_of(m, &b, "a1");
+        assert_eq!(
+            st["annotations"]["org.buildcell.policy.profile"], "strict",
+            "{st}"
+        );
+        assert_eq!(
+            st["annotations"]["org.buildcell.policy.selected-by"],
+            "annotation org.buildcell.profile"
+        );
+        assert!(
+            st["annotations"]["org.buildcell.policy.defaults"]
+                .as_str()
+                .unwrap()
+                .contains("root.readonly: set to true"),
+            "{st}"
+        );
+        ok(rt(m, &b, None, &["delete", "--force", "a1"]));
+        // engine-compat is not selectable: a Containerfile cannot loosen
+        // its own build.
+        let b = bundle(m, "ann2", &["true"], |c| {
+            c["annotations"] = json!({"org.buildcell.profile": "engine-compat"});
+        });
+        let r = rt(
+            m,
+            &b,
+            None,
+            &["create", "--bundle", b.to_str().unwrap(), "a2"],
+        );
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains("annotation org.buildcell.profile=\"engine-compat\": not selectable by annotation in"), "{r:?}");
+        assert!(r.stderr.contains("(selectable: strict)"), "{r:?}");
+        assert!(!b.join("state").join("a2").exists());
+    });
+}
+
+#[test]
+fn called_as_buildcell_name_uses_that_profile() {
+    each_mode(|m| {
+        let d = workdir(m, "argv0");
+        let link = harness().dir.join("buildcell-strict");
+        let _ = std::os::unix::fs::symlink(&harness().bin, &link);
+        let mut c = command(
+            m,
+            &d,
+            &["step", "--", "sh", "-c", "grep CapBnd /proc/self/status"],
+            &[],
+        );
+        // Same command, other program name.
+        let prog = c.get_program().to_owned();
+        let mut args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_owned()).collect();
+        if prog == harness().bin.as_os_str() {
+            c = std::process::Command::new(&link);
+            c.args(&args).current_dir(&d).env_clear();
+            c.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("HOME", home_of(m))
+                .env("BUILDCELL_CONFIG", harness().dir.join("config.toml"));
+        } else {
+            for a in args.iter_mut() {
+                if a == harness().bin.as_os_str() {
+                    *a = link.clone().into_os_string();
+                }
+            }
+            let mut n = std::process::Command::new(prog);
+            n.args(&args).current_dir(&d).env_clear();
+            n.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("HOME", home_of(m))
+                .env("BUILDCELL_CONFIG", harness().dir.join("config.toml"));
+            c = n;
+        }
+        let out = finish(c.stdin(std::process::Stdio::null()).output().unwrap());
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains("CapBnd:\t0000000000000000"),
+            "strict: no capabilities: {out:?}"
+        );
+        // The default binary name keeps build's step set.
+        let out = ok(run(
+            m,
+            &d,
+            &["step", "--", "sh", "-c", "grep CapBnd /proc/self/status"],
+        ));
+        assert!(!out.contains("CapBnd:\t0000000000000000"), "{out}");
+    });
+}
+
+#[test]
+fn a_bad_profile_or_config_is_one_line_naming_file_and_line() {
+    each_mode(|m| {
+        let d = workdir(m, "badprof");
+        let dir = d.join("profiles");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("typo.toml"),
+            "extends = \"build\"\n\n[network]\nmode = \"none\"\nports = [22]\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.join("badcap.toml"),
+            "[process]\ncapabilities = [\"CAP_CHOWN\", \"CAP_GOD_MODE\"]\n",
+        )
+        .unwrap();
+        let cfg = d.join("config.toml");
+        fs::write(
+            &cfg,
+            format!("profile_dirs = [{:?}]\n", dir.display().to_string()),
+        )
+        .unwrap();
+        let bad_cfg = d.join("bad-config.toml");
+        fs::write(
+            &bad_cfg,
+            "default_profile = \"build\"\nsecret_knob = true\n",
+        )
+        .unwrap();
+        for p in [&d, &dir] {
+            chown_to(m, p);
+        }
+        let env = [("BUILDCELL_CONFIG", cfg.to_str().unwrap())];
+        let r = run_env(m, &d, &["--profile", "typo", "step", "--", "true"], &env);
+        assert_refused(
+            &r,
+            125,
+            &format!(
+                "{}:5: network.ports: unknown field `ports`",
+                dir.join("typo.toml").display()
+            ),
+        );
+        let r = run_env(m, &d, &["--profile", "badcap", "step", "--", "true"], &env);
+        assert_refused(
+            &r,
+            125,
+            &format!(
+                "{}:2: process.capabilities: unknown capability \"CAP_GOD_MODE\"",
+                dir.join("badcap.toml").display()
+            ),
+        );
+        let r = run_env(m, &d, &["--profile", "nosuch", "step", "--", "true"], &env);
+        assert_refused(&r, 125, "profile \"nosuch\" (--profile): not found in");
+        let env = [("BUILDCELL_CONFIG", bad_cfg.to_str().unwrap())];
+        let r = run_env(m, &d, &["step", "--", "true"], &env);
+        assert_refused(
+            &r,
+            125,
+            &format!("{}:2: unknown field `secret_knob`", bad_cfg.display()),
+        );
+    });
+}
+
+#[test]
+fn profiles_set_the_network_landlock_ports_and_scopes() {
+    each_mode(|m| {
+        let d = workdir(m, "llnet");
+        let probe = harness().probe.display().to_string();
+        // build-network: TCP connect to 80 and 443 only. Inside an empty
+        // network namespace an allowed port is refused by the network
+        // (ECONNREFUSED, 111), any other by Landlock (EACCES, 13).
+        let r = run(
+            m,
+            &d,
+            &[
+                "--profile",
+                "build-network",
+                "step",
+                "--",
+                &probe,
+                "tcp",
+                "127.0.0.1:80",
+            ],
+        );
+        assert_eq!(r.stdout.trim(), "tcp: error 111", "{r:?}");
+        let r = run(
+            m,
+            &d,
+            &[
+                "--profile",
+                "build-network",
+                "step",
+                "--",
+                &probe,
+                "tcp",
+                "127.0.0.1:22",
+            ],
+        );
+        assert_eq!(r.stdout.trim(), "tcp: error 13", "{r:?}");
+        // build: loopback TCP works (a test suite's own server).
+        let r = run(m, &d, &["step", "--", &probe, "tcp-self"]);
+        assert_eq!(r.stdout.trim(), "tcp-self: ok", "{r:?}");
+        // strict: network none, not even TCP on lo.
+        let r = run(
+            m,
+            &d,
+            &["--profile", "strict", "step", "--", &probe, "tcp-self"],
+        );
+        assert!(r.stdout.contains("error 13"), "{r:?}");
+        // build's signal scope: pid 1 (buildcell's init) is outside.
+        let r = run(
+            m,
+            &d,
+            &[
+                "step",
+                "--",
+                "sh",
+                "-c",
+                "kill -0 1 2>/dev/null && echo reach || echo scoped",
+            ],
+        );
+        assert_eq!(r.stdout.trim(), "scoped", "{r:?}");
+        // strict's file rules: the cwd (declared output) and /tmp are
+        // writable, the rest of the host tree is read-only by Landlock
+        // even where the mount is not (/dev/shm).
+        let r = run(m, &d, &["--profile", "strict", "step", "--", "sh", "-c",
+            "touch ./out && echo cwd-ok; touch /tmp/t && echo tmp-ok; touch /dev/shm/x 2>&1 || true"]);
+        assert!(
+            r.stdout.contains("cwd-ok") && r.stdout.contains("tmp-ok"),
+            "{r:?}"
+        );
+        assert!(
+            !r.stdout.contains("/dev/shm")
+                || r.stdout.contains("Permission denied")
+                || r.stderr.contains("Permission denied"),
+            "{r:?}"
+        );
+    });
+}
+
+#[test]
+fn landlock_require_refuses_an_old_abi_before_anything_runs() {
+    each_mode(|m| {
+        let d = workdir(m, "llabi");
+        // build-network requires Landlock's TCP rules (ABI 4).
+        let r = run_env(
+            m,
+            &d,
+            &["--profile", "build-network", "step", "--", "true"],
+            &[("BUILDCELL_LANDLOCK_ABI", "2")],
+        );
+        assert_refused(&r, 125, "Landlock ABI 4");
+        // build is best-effort: it runs on ABI 2 and says what is not
+        // enforced (the scopes need ABI 6).
+        let r = run_env(
+            m,
+            &d,
+            &["step", "--", "true"],
+            &[("BUILDCELL_LANDLOCK_ABI", "2")],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(r.stderr.contains("not enforced"), "{r:?}");
+    });
+}
+
+#[test]
+fn a_joined_network_namespace_with_links_is_refused_by_build() {
+    if !is_root() {
+        return skip("ip netns needs root");
+    }
+    let m = Mode::Root;
+    let names = [
+        format!("bcpol-empty-{}", std::process::id()),
+        format!("bcpol-link-{}", std::process::id()),
+    ];
+    for n in &names {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "add", n])
+            .status();
+    }
+    let ok_ip = std::process::Command::new("ip")
+        .args(["-n", &names[1], "link", "add", "dummy0", "type", "dummy"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let cleanup = || {
+        for n in &names {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .status();
+        }
+    };
+    if !ok_ip {
+        cleanup();
+        return skip("ip (iproute2) with the dummy link type is needed");
+    }
+    let joined = |name: &str| {
+        bundle(m, &format!("netjoin-{name}"), &["true"], |c| {
+            let mut ns: Vec<Value> = c["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["type"] != "network")
+                .cloned()
+                .collect();
+            ns.push(json!({"type": "network", "path": format!("/run/netns/{name}")}));
+            c["linux"]["namespaces"] = json!(ns);
+        })
+    };
+    let b = joined(&names[0]);
+    let r = rt(m, &b, None, &["policy", "check", b.to_str().unwrap()]);
+    let b2 = joined(&names[1]);
+    let r2 = rt(m, &b2, None, &["policy", "check", b2.to_str().unwrap()]);
+    cleanup();
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r2.code, 1, "{r2:?}");
+    assert!(r2.stdout.contains(&format!("linux.namespaces: network namespace is joined by path /run/netns/{} with links dummy0; profile build allows network = loopback (nothing but lo)", names[1])), "{r2:?}");
+}
