@@ -157,6 +157,23 @@ bundle devices '.process.args = ["sh", "-c", "if echo buildcell-qemu-v2-device-w
 # (9) no cgroupsPath: <own cgroup>/<id>, i.e. /sys/fs/cgroup/<id> from the root cgroup
 bundle relative '.process.args = ["true"] | del(.linux.cgroupsPath)'
 
+# (10) Landlock on an older ABI (Debian's 6.1: ABI 2, no TCP rules): a
+# bundle under build-network (landlock = require, TCP connect 80/443) must
+# be refused naming ABI 4; the same under a best-effort copy must run and
+# say in its state what was not enforced. A user namespace mapping ids to
+# themselves (the profiles require one; the rootfs is root's).
+bundle landlock '.process.args = ["true"]
+  | .linux.namespaces += [{type: "user"}]
+  | .linux.uidMappings = [{containerID: 0, hostID: 0, size: 65536}]
+  | .linux.gidMappings = [{containerID: 0, hostID: 0, size: 65536}]'
+# The cgroup checks exercise the OCI contract (devices, CAP_MKNOD, bundles
+# without a user namespace): they run under engine-compat, the default of
+# this VM's config; the Landlock checks name their profiles.
+mkdir -p "$stage/etc/buildcell/profiles"
+printf 'default_profile = "engine-compat"\n' > "$stage/etc/buildcell/config.toml"
+printf 'extends = "build-network"\n[landlock]\nmode = "best-effort"\n' \
+  > "$stage/etc/buildcell/profiles/network-best-effort.toml"
+
 install -m 755 "$here/init" "$stage/init"
 install -m 755 "$here/smoke.sh" "$stage/smoke.sh"
 

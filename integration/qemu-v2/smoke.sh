@@ -196,6 +196,25 @@ else
 fi
 cleanup relative
 
+# --- (10) Landlock on this kernel's older ABI ------------------------------
+$BC --profile build-network create --bundle $B/landlock ll-req >/tmp/ll-req.out 2>&1
+rc=$?
+check landlock-require-refuses "exit $rc: $(tr '\n' ' ' </tmp/ll-req.out)" \
+  grep -q 'needs TCP connect rules (Landlock ABI 4).*; this kernel has ABI 2' /tmp/ll-req.out
+check landlock-require-leaves-nothing "ll-req exists after a refused create" [ -z "$($BC list -q | grep ll-req)" ]
+cleanup ll-req
+if $BC --profile network-best-effort create --bundle $B/landlock ll-best >/tmp/ll-best.out 2>&1; then
+  $BC state ll-best >/tmp/ll-best.state 2>&1
+  check landlock-best-effort-records "state: $(tr '\n' ' ' </tmp/ll-best.state)" \
+    grep -q 'Landlock ABI 2;.*not enforced: tcp_connect' /tmp/ll-best.state
+  $BC start ll-best >/tmp/ll-best.out 2>&1
+  check landlock-best-effort-runs "start: $(tr '\n' ' ' </tmp/ll-best.out)" \
+    wait_for 10 sh -c "[ \"\$($BC state ll-best 2>/dev/null | sed -n 's/.*\"status\": *\"\([a-z]*\)\".*/\1/p')\" = stopped ]"
+else
+  fail landlock-best-effort-create "$(tr '\n' ' ' </tmp/ll-best.out)"
+fi
+cleanup ll-best
+
 if [ "${SMOKE_DEBUG:-0}" = 1 ]; then
   for f in /tmp/*.out; do sed "s|^|DEBUG $f: |" "$f"; done
 fi

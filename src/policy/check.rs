@@ -68,6 +68,7 @@ fn namespace_of(spec: &Spec, kind: &str) -> Ns {
 /// would get one added (as host root, `user_namespace = "add"`).
 pub fn adds_user_namespace(p: &Profile, spec: &Spec, host_root: bool) -> bool {
     host_root
+        && p.new_namespaces.iter().any(|n| n == "user")
         && p.user_namespace == UserNamespace::Add
         && matches!(namespace_of(spec, "user"), Ns::Host)
 }

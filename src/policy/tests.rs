@@ -308,6 +308,21 @@ fn an_engine_default_bundle_passes_build() {
         &engine_like(serde_json::json!({})),
         true
     ));
+    // A profile that does not require a new user namespace adds none.
+    let compat = load(
+        &Selection {
+            name: "engine-compat".into(),
+            why: "t".into(),
+        },
+        &Config::default(),
+    )
+    .unwrap()
+    .profile;
+    assert!(!check::adds_user_namespace(
+        &compat,
+        &engine_like(serde_json::json!({})),
+        true
+    ));
 }
 
 #[test]
