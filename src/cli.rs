@@ -2,6 +2,7 @@
 //! [`StepRequest`]. No kernel work happens here.
 
 use std::ffi::OsString;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
@@ -825,6 +826,36 @@ pub fn step(args: StepArgs, choice: &crate::policy::Choice) -> Result<i32, Error
         "policy: profile {} ({}) allows the step",
         profile.name, policy.selection.why
     ));
+    // `process.user = "random"`: the synthesized passwd lives in a new
+    // private directory for the step's life (mkdir never follows a
+    // planted symlink; 0700).
+    let mut passwd_guard = RemoveOnDrop(None);
+    let passwd = if profile.user == crate::policy::profile::UserMode::Random {
+        let dir = std::env::temp_dir().join(format!(
+            "buildcell-step-{}-{:x}",
+            std::process::id(),
+            crate::policy::check::random_seed() & 0xffff_ffff
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| usage(format!("{}: {e}", dir.display())))?;
+        passwd_guard.0 = Some(dir.clone());
+        dir.join("passwd")
+    } else {
+        PathBuf::new()
+    };
+    let mut notes = policy.notes.clone();
+    notes.extend(
+        crate::policy::check::apply_random_user(
+            profile,
+            &mut spec,
+            Path::new("/"),
+            &passwd,
+            crate::policy::check::random_seed(),
+        )
+        .map_err(|e| usage(format!("process.user = \"random\": {e}")))?,
+    );
     let caps: Vec<String> = spec
         .process()
         .as_ref()
@@ -878,6 +909,10 @@ pub fn step(args: StepArgs, choice: &crate::policy::Choice) -> Result<i32, Error
         timer.log(&format!("landlock: checked against ABI {}", r.abi));
     }
     let mut record_notes = policy.annotations();
+    if notes.len() > policy.notes.len() {
+        record_notes.retain(|(k, _)| k != "org.buildcell.policy.defaults");
+        record_notes.push(("org.buildcell.policy.defaults".into(), notes.join("; ")));
+    }
     record_notes.push((
         "org.buildcell.landlock".into(),
         match &landlock_report {
@@ -976,6 +1011,17 @@ pub fn step_landlock(args: &StepArgs, cwd: &Path) -> Result<Option<LandlockPlan>
         return Ok(None);
     }
     Ok(Some(plan))
+}
+
+/// Removes a directory when dropped (the step's synthesized passwd).
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 /// `NAME=FILE` of `--secret`.

@@ -386,7 +386,8 @@ fn user_process(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> ! {
                 125,
             )
         })?;
-        capabilities::restrict_to(&p.caps.bounding).map_err(fail("capabilities"))?;
+        // Root inside unless the profile drew a random uid (gid 0).
+        become_user(p).map_err(fail("capabilities"))?;
         if p.no_new_privileges {
             nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
         }
@@ -613,7 +614,7 @@ fn become_process(
     };
     let listener;
     if p.no_new_privileges {
-        capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
+        become_user(p).map_err(fail("capabilities"))?;
         nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
         restrict(landlock)?;
         listener = audit()?;
@@ -623,7 +624,7 @@ fn become_process(
         restrict(landlock)?;
         listener = audit()?;
         seccomp::apply(last.seccomp).map_err(fail("seccomp"))?;
-        capabilities::apply(&p.caps, &p.user).map_err(fail("capabilities"))?;
+        become_user(p).map_err(fail("capabilities"))?;
     }
     // From here the runtime may exit: this process must outlive it.
     nix::sys::prctl::set_pdeathsig(None).map_err(fail("clear parent-death signal"))?;
@@ -653,6 +654,22 @@ fn protect_runtime_binary() {
     if nix::unistd::geteuid().is_root() && crate::userns::in_initial_userns() {
         let _ = nix::sys::prctl::set_dumpable(false);
     }
+}
+
+/// The process's user and capability sets. A uid change makes the kernel
+/// mark the task non-dumpable, and a rootless audit supervisor, without
+/// CAP_SYS_PTRACE where the task's memory was made (the host's user
+/// namespace), could then not trace its exec: every exec would be refused,
+/// failing closed. So the dumpable flag is kept as it was before the
+/// change: cleared as host root ([`protect_runtime_binary`]), set
+/// otherwise (the task's host uid cannot write the runtime binary).
+fn become_user(p: &crate::spec::ProcessPlan) -> Result<(), capabilities::CapError> {
+    let was_dumpable = nix::sys::prctl::get_dumpable().unwrap_or(false);
+    capabilities::apply(&p.caps, &p.user)?;
+    if was_dumpable {
+        let _ = nix::sys::prctl::set_dumpable(true);
+    }
+    Ok(())
 }
 
 /// A process started by `exec` in a running container: forked, ready to

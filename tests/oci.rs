@@ -233,7 +233,19 @@ fn created_container_writes_to_the_callers_stdio() {
             chown_to(mode, f);
         }
         let root = root_of(&b);
-        let mut c = command(mode, &b, &["--root", &root, "create", "s1"], &[]);
+        let mut c = command(
+            mode,
+            &b,
+            &[
+                "--root",
+                &root,
+                "--profile",
+                "engine-compat",
+                "create",
+                "s1",
+            ],
+            &[],
+        );
         c.stdout(fs::File::create(&out).unwrap())
             .stderr(fs::OpenOptions::new().append(true).open(&err).unwrap());
         assert!(
@@ -267,6 +279,8 @@ fn the_engines_monitor_reaps_the_container_from_the_pid_file() {
             &bin,
             "--root",
             &root,
+            "--profile",
+            "engine-compat",
             "create",
             "--pid-file",
             &pf,

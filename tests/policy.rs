@@ -48,6 +48,25 @@ fn rt_env(
     }
 }
 
+/// A bundle from `buildcell spec` that `build` accepts as host root too:
+/// `spec` maps root's own ids (host root inside), which looks-like-root
+/// refuses, so root's get an unprivileged range.
+fn pbundle(
+    mode: Mode,
+    name: &str,
+    args: &[&str],
+    edit: impl FnOnce(&mut Value),
+) -> std::path::PathBuf {
+    bundle(mode, name, args, |c| {
+        if mode == Mode::Root {
+            let maps = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+            c["linux"]["uidMappings"] = maps.clone();
+            c["linux"]["gidMappings"] = maps;
+        }
+        edit(c)
+    })
+}
+
 fn state_of(mode: Mode, b: &Path, id: &str) -> Value {
     serde_json::from_str(&ok(rt(mode, b, None, &["state", id]))).unwrap()
 }
@@ -56,7 +75,7 @@ fn state_of(mode: Mode, b: &Path, id: &str) -> Value {
 /// capability, the docker socket, a host path read-write, a device, a
 /// host sysctl, a hook from /tmp.
 fn greedy(mode: Mode, name: &str) -> std::path::PathBuf {
-    bundle(mode, name, &["true"], |c| {
+    pbundle(mode, name, &["true"], |c| {
         let ns: Vec<Value> = c["linux"]["namespaces"]
             .as_array()
             .unwrap()
@@ -155,7 +174,7 @@ fn a_greedy_bundle_is_refused_with_every_violation_and_nothing_is_created() {
 #[test]
 fn the_default_bundle_runs_under_build_and_state_says_so() {
     each_mode(|m| {
-        let b = bundle(
+        let b = pbundle(
             m,
             "plain",
             &[
@@ -254,7 +273,7 @@ fn update_above_the_profile_maximum_is_refused() {
         return skip("needs host root for a cgroup");
     }
     let m = Mode::Root;
-    let b = bundle(m, "upd", &["sleep", "30"], |_| {});
+    let b = pbundle(m, "upd", &["sleep", "30"], |_| {});
     ok(rt(
         m,
         &b,
@@ -272,7 +291,7 @@ fn update_above_the_profile_maximum_is_refused() {
 fn annotation_picks_only_a_selectable_profile() {
     each_mode(|m| {
         // The test config lists strict as selectable by annotation.
-        let b = bundle(
+        let b = pbundle(
             m,
             "ann",
             &["sh", "-c", "grep CapBnd /proc/self/status"],
@@ -308,7 +327,7 @@ fn annotation_picks_only_a_selectable_profile() {
         ok(rt(m, &b, None, &["delete", "--force", "a1"]));
         // engine-compat is not selectable: a Containerfile cannot loosen
         // its own build.
-        let b = bundle(m, "ann2", &["true"], |c| {
+        let b = pbundle(m, "ann2", &["true"], |c| {
             c["annotations"] = json!({"org.buildcell.profile": "engine-compat"});
         });
         let r = rt(
@@ -570,7 +589,7 @@ fn a_joined_network_namespace_with_links_is_refused_by_build() {
         return skip("ip (iproute2) with the dummy link type is needed");
     }
     let joined = |name: &str| {
-        bundle(m, &format!("netjoin-{name}"), &["true"], |c| {
+        pbundle(m, &format!("netjoin-{name}"), &["true"], |c| {
             let mut ns: Vec<Value> = c["linux"]["namespaces"]
                 .as_array()
                 .unwrap()
@@ -590,4 +609,130 @@ fn a_joined_network_namespace_with_links_is_refused_by_build() {
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r2.code, 1, "{r2:?}");
     assert!(r2.stdout.contains(&format!("linux.namespaces: network namespace is joined by path /run/netns/{} with links dummy0; profile build allows network = loopback (nothing but lo)", names[1])), "{r2:?}");
+}
+
+#[test]
+fn random_user_runs_as_a_drawn_uid_with_gid_0_and_a_passwd_entry() {
+    each_mode(|m| {
+        let d = workdir(m, "randuser");
+        // A directory the "image" made group-0-writable (the caller's
+        // files are root's inside), and one that is not.
+        let shared = d.join("shared");
+        let private = d.join("private");
+        for (dir, mode) in [(&shared, 0o775), (&private, 0o755)] {
+            fs::create_dir_all(dir).unwrap();
+            // Owner and group the caller's: root's inside.
+            let gid = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(caller_uid(m)))
+                .unwrap()
+                .map(|u| u.gid)
+                .unwrap();
+            nix::unistd::chown(
+                dir.as_path(),
+                Some(nix::unistd::Uid::from_raw(caller_uid(m))),
+                Some(gid),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let script = "id -u; id -g; whoami; echo $HOME; \
+            printf '[user]\\n\\tname = x\\n' > $HOME/.gitconfig && echo home-ok; \
+            touch shared/out && echo shared-ok; touch private/out 2>/dev/null || echo private-denied; \
+            grep CapEff /proc/self/status";
+        let r = run(
+            m,
+            &d,
+            &["--profile", "random-user", "step", "--", "sh", "-c", script],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        let uid: u32 = lines[0].parse().unwrap_or_else(|_| panic!("{r:?}"));
+        assert!((2000..=2999).contains(&uid), "{r:?}");
+        assert_eq!(lines[1], "0", "{r:?}");
+        assert_eq!(
+            lines[2],
+            format!("buildcell-{uid}"),
+            "whoami reads the synthesized entry: {r:?}"
+        );
+        assert_eq!(lines[3], "/tmp", "{r:?}");
+        for want in [
+            "home-ok",
+            "shared-ok",
+            "private-denied",
+            "CapEff:\t0000000000000000",
+        ] {
+            assert!(r.stdout.contains(want), "{want}: {r:?}");
+        }
+        // Two steps draw (almost surely) different uids; the passwd file
+        // is gone afterwards.
+        let again = run(
+            m,
+            &d,
+            &["--profile", "random-user", "step", "--", "id", "-u"],
+        );
+        assert_eq!(again.code, 0, "{again:?}");
+        let left: Vec<_> = fs::read_dir("/tmp")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("buildcell-step-")
+            })
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "passwd files left: {left:?}");
+        // A bundle too: the passwd is the image's plus the entry, bound
+        // from the container's state directory.
+        // A map of one id: a random uid needs more.
+        let b = bundle(
+            m,
+            "randbundle",
+            &["sh", "-c", "id -u; id -g; whoami; echo $HOME"],
+            |c| {
+                let one = json!([{"containerID": 0, "hostID": 300000 + caller_uid(m), "size": 1}]);
+                c["linux"]["uidMappings"] = one.clone();
+                c["linux"]["gidMappings"] = one;
+            },
+        );
+        let r = rt(m, &b, Some("random-user"), &["run", "rb0"]);
+        assert_refused(
+            &r,
+            1,
+            "or gid 0 is not mapped by linux.uidMappings/gidMappings; map container ids 0-65535",
+        );
+        let maps = match m {
+            Mode::Root => json!([{"containerID": 0, "hostID": 200000, "size": 65536}]),
+            Mode::User => json!([{"containerID": 0, "hostID": caller_uid(m), "size": 1},
+                                 {"containerID": 1, "hostID": subuid_start("bctest").unwrap(), "size": 65535}]),
+        };
+        // An image with an /etc/passwd (the shared test rootfs has none).
+        let image = harness().dir.join(format!("rootfs-passwd-{m:?}"));
+        let _ = fs::remove_dir_all(&image);
+        let cp = std::process::Command::new("cp")
+            .args(["-a", rootfs().to_str().unwrap(), image.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        fs::write(image.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        let b = bundle(
+            m,
+            "randbundle",
+            &["sh", "-c", "id -u; id -g; whoami; echo $HOME"],
+            |c| {
+                c["root"]["path"] = json!(image);
+                c["linux"]["uidMappings"] = maps.clone();
+                c["linux"]["gidMappings"] = maps.clone();
+            },
+        );
+        let out = ok(rt(m, &b, Some("random-user"), &["run", "rb1"]));
+        let lines: Vec<&str> = out.lines().collect();
+        let uid: u32 = lines[0].parse().unwrap_or_else(|_| panic!("{out}"));
+        assert!((2000..=2999).contains(&uid), "{out}");
+        assert_eq!(
+            &lines[1..],
+            &["0", &format!("buildcell-{uid}"), "/tmp"],
+            "{out}"
+        );
+    });
 }

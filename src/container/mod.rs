@@ -98,6 +98,23 @@ pub fn bundle_plan(b: &Bundle, verbose: bool) -> Result<LaunchPlan, Error> {
     Ok(spec::plan_in(&b.spec, Some(&b.dir), filters, verbose)?)
 }
 
+/// The plan of a bundle under its profile: the profile's seccomp filter
+/// stacked on the bundle's, and the profile's Landlock plan.
+fn policy_plan(
+    b: &Bundle,
+    profile: &crate::policy::Profile,
+    verbose: bool,
+) -> Result<LaunchPlan, Error> {
+    let mut plan = bundle_plan(b, verbose)?;
+    plan.seccomp.extend(crate::policy::seccomp_filters(
+        profile,
+        &bounding_caps(b.spec.process().as_ref()),
+    )?);
+    plan.landlock =
+        crate::policy::landlock_plan(profile, &crate::policy::rw_bind_destinations(&b.spec));
+    Ok(plan)
+}
+
 /// The bounding set of a process as `CAP_*` names.
 fn bounding_caps(process: Option<&oci_spec::runtime::Process>) -> Vec<String> {
     process
@@ -236,7 +253,7 @@ pub fn create(
     // then the policy: a bundle that asks for more than its profile allows
     // is refused with every violation, before anything exists.
     bundle_plan(&bundle, verbose)?;
-    let policy = crate::policy::evaluate(
+    let mut policy = crate::policy::evaluate(
         &mut bundle.spec,
         Some(&bundle.dir),
         &args.profile,
@@ -247,15 +264,7 @@ pub fn create(
         "policy: profile {} ({}) allows the bundle",
         policy.loaded.profile.name, policy.selection.why
     ));
-    let mut plan = bundle_plan(&bundle, verbose)?;
-    plan.seccomp.extend(crate::policy::seccomp_filters(
-        &policy.loaded.profile,
-        &bounding_caps(bundle.spec.process().as_ref()),
-    )?);
-    plan.landlock = crate::policy::landlock_plan(
-        &policy.loaded.profile,
-        &crate::policy::rw_bind_destinations(&bundle.spec),
-    );
+    let mut plan = policy_plan(&bundle, &policy.loaded.profile, verbose)?;
     let landlock_report = launch::landlock_preflight(plan.landlock.as_ref())?;
     if plan.process.terminal && args.console_socket.is_none() && !foreground {
         return Err(usage(
@@ -267,6 +276,20 @@ pub fn create(
 
     let dir = ContainerDir::create(root, &args.id)?;
     let mut guard = DirGuard(Some(dir.dir.clone()));
+    // `process.user = "random"`: the passwd file lives in the state dir.
+    let rootfs = plan.rootfs.clone();
+    if let Some(note) = crate::policy::check::apply_random_user(
+        &policy.loaded.profile,
+        &mut bundle.spec,
+        &rootfs,
+        &dir.dir.join("passwd"),
+        crate::policy::check::random_seed(),
+    )
+    .map_err(|e| usage(format!("process.user = \"random\": {e}")))?
+    {
+        policy.notes.push(note);
+        plan = policy_plan(&bundle, &policy.loaded.profile, verbose)?;
+    }
     // The config as created: `exec` takes the seccomp filter and the
     // process defaults from it, whatever happens to the bundle later.
     let config_copy = dir.dir.join("config.json");

@@ -105,6 +105,26 @@ pub fn check(p: &Profile, spec: &Spec, ctx: &Context) -> Vec<String> {
             )),
         }
     }
+    // Looks-like-root: a user namespace that maps host root in gives
+    // nothing.
+    if ctx.host_root && p.new_namespaces.iter().any(|n| n == "user") {
+        let maps = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.uid_mappings().as_ref());
+        if let Some(m) = maps
+            .into_iter()
+            .flatten()
+            .find(|m| m.host_id() == 0 || m.host_id().checked_add(m.size()).is_none())
+        {
+            v.push(format!(
+                "linux.uidMappings: container ids {}..{} map host root (host ids from {}); {who} requires an unprivileged range outside",
+                m.container_id(),
+                m.container_id() as u64 + m.size() as u64 - 1,
+                m.host_id()
+            ));
+        }
+    }
     let net = p.network;
     let net_name = match net {
         NetworkMode::None => "none",
@@ -571,4 +591,111 @@ pub fn netns_links(path: &Path) -> Result<Vec<String>, String> {
         .join()
         .unwrap_or_else(|_| Err("the inspecting thread failed".into()))
     })
+}
+
+/// `process.user = "random"` (OpenShift style): a uid drawn from the
+/// profile's range, gid 0, and an `/etc/passwd` entry for it so that tools
+/// that look themselves up work. The image's passwd (under `rootfs`) plus
+/// one line is written to `passwd_out` and bound read-only over
+/// `/etc/passwd`; `HOME` is `/tmp`, writable in every container. Returns
+/// the note for `state`, or `None` when the profile keeps the bundle's user.
+pub fn apply_random_user(
+    p: &Profile,
+    spec: &mut Spec,
+    rootfs: &Path,
+    passwd_out: &Path,
+    seed: u64,
+) -> Result<Option<String>, String> {
+    if p.user != super::profile::UserMode::Random {
+        return Ok(None);
+    }
+    let [lo, hi] = p.random_uids;
+    let uid = lo + (seed % u64::from(hi - lo + 1)) as u32;
+    // With maps in the bundle, the drawn uid and gid 0 must be mapped.
+    if let Some(l) = spec.linux() {
+        let covers = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>, id: u32| {
+            maps.as_ref().is_none_or(|ms| {
+                ms.iter()
+                    .any(|m| id >= m.container_id() && (id - m.container_id()) < m.size())
+            })
+        };
+        if !covers(l.uid_mappings(), uid) || !covers(l.gid_mappings(), 0) {
+            return Err(format!(
+                "uid {uid} (from random_uids {lo}..{hi}) or gid 0 is not mapped by linux.uidMappings/gidMappings; map container ids 0-65535 or use a profile with user = \"bundle\""
+            ));
+        }
+    }
+    let name = format!("buildcell-{uid}");
+    let image_passwd = rootfs.join("etc/passwd");
+    let image = std::fs::read_to_string(&image_passwd).map_err(|e| {
+        format!(
+            "{}: {e}; the image needs an /etc/passwd to extend with the random user's entry",
+            image_passwd.display()
+        )
+    })?;
+    let mut text: String = image
+        .lines()
+        .filter(|l| l.split(':').nth(2) != Some(&uid.to_string()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!(
+        "{name}:x:{uid}:0:buildcell random user:/tmp:/bin/sh\n"
+    ));
+    std::fs::write(passwd_out, text).map_err(|e| format!("{}: {e}", passwd_out.display()))?;
+    let proc = spec
+        .process_mut()
+        .as_mut()
+        .ok_or("process: missing; nothing to run as a random user")?;
+    // Not root, and no capability but in the bounding set (OpenShift's
+    // restricted default).
+    if let Some(mut caps) = proc.capabilities().clone() {
+        caps.set_effective(None);
+        caps.set_permitted(None);
+        caps.set_inheritable(None);
+        caps.set_ambient(None);
+        proc.set_capabilities(Some(caps));
+    }
+    let mut user = proc.user().clone();
+    user.set_uid(uid);
+    user.set_gid(0);
+    user.set_additional_gids(None);
+    proc.set_user(user);
+    let mut env: Vec<String> = proc
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            !["HOME=", "USER=", "LOGNAME="]
+                .iter()
+                .any(|k| e.starts_with(k))
+        })
+        .collect();
+    env.extend([
+        "HOME=/tmp".to_string(),
+        format!("USER={name}"),
+        format!("LOGNAME={name}"),
+    ]);
+    proc.set_env(Some(env));
+    let mount: oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
+        "destination": "/etc/passwd", "type": "bind", "source": passwd_out,
+        "options": ["bind", "ro", "nosuid", "nodev", "noexec"]
+    }))
+    .map_err(|e| e.to_string())?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+    Ok(Some(format!(
+        "process.user: random uid {uid}, gid 0, /etc/passwd entry {name}, HOME=/tmp (process.user = \"random\")"
+    )))
+}
+
+/// A seed for [`apply_random_user`] from the kernel's random source.
+pub fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut b)
+    });
+    u64::from_ne_bytes(b)
 }

@@ -509,3 +509,68 @@ fn policy_evaluation_is_fast() {
     // is in the issue note.
     assert!(per < std::time::Duration::from_millis(20), "{per:?}");
 }
+
+#[test]
+fn a_user_namespace_that_maps_host_root_is_no_user_namespace() {
+    let spec = engine_like(serde_json::json!({"linux": {
+        "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                       {"type": "uts"}, {"type": "mount"}, {"type": "user"}],
+        "uidMappings": [{"containerID": 0, "hostID": 0, "size": 65536}],
+        "gidMappings": [{"containerID": 0, "hostID": 0, "size": 65536}]}}));
+    let v = run_check(&build(), &spec, true);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].contains("container ids 0..65535 map host root"),
+        "{v:?}"
+    );
+    // Not host root: host id 0 is the caller's own root, never the host's.
+    assert!(run_check(&build(), &spec, false).is_empty());
+}
+
+#[test]
+fn random_user_draws_in_range_and_extends_the_image_passwd() {
+    let d = tmpdir("random");
+    std::fs::create_dir_all(d.join("rootfs/etc")).unwrap();
+    std::fs::write(
+        d.join("rootfs/etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nold:x:1500:0::/:/bin/sh\n",
+    )
+    .unwrap();
+    let mut p = build();
+    p.user = profile::UserMode::Random;
+    p.random_uids = [1500, 1500];
+    let mut spec = engine_like(serde_json::json!({"process": {"env": ["HOME=/root", "A=1"]}}));
+    let note = check::apply_random_user(&p, &mut spec, &d.join("rootfs"), &d.join("passwd"), 42)
+        .unwrap()
+        .unwrap();
+    assert!(note.contains("random uid 1500"), "{note}");
+    let text = std::fs::read_to_string(d.join("passwd")).unwrap();
+    // The image's line for the same uid is replaced by buildcell's.
+    assert_eq!(
+        text,
+        "root:x:0:0::/root:/bin/sh\nbuildcell-1500:x:1500:0:buildcell random user:/tmp:/bin/sh\n"
+    );
+    let proc = spec.process().as_ref().unwrap();
+    assert_eq!((proc.user().uid(), proc.user().gid()), (1500, 0));
+    let env = proc.env().clone().unwrap();
+    assert!(
+        env.contains(&"HOME=/tmp".to_string()) && env.contains(&"A=1".to_string()),
+        "{env:?}"
+    );
+    assert!(!env.contains(&"HOME=/root".to_string()));
+    let caps = proc.capabilities().clone().unwrap();
+    assert!(caps.effective().is_none() && caps.permitted().is_none());
+    assert!(spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.destination() == Path::new("/etc/passwd")));
+    // A profile that keeps the bundle's user changes nothing.
+    let mut spec2 = engine_like(serde_json::json!({}));
+    assert!(
+        check::apply_random_user(&build(), &mut spec2, &d, &d.join("p2"), 1)
+            .unwrap()
+            .is_none()
+    );
+}

@@ -139,6 +139,12 @@ fn write_test_policy(dir: &Path) {
         "extends = \"engine-compat\"\n[landlock]\nmode = \"off\"\n",
     )
     .unwrap();
+    // OpenShift style: a random uid with gid 0.
+    fs::write(
+        profiles.join("random-user.toml"),
+        "extends = \"build\"\n[process]\nuser = \"random\"\nrandom_uids = [2000, 2999]\n",
+    )
+    .unwrap();
     for p in [&profiles, dir] {
         fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -339,6 +345,7 @@ pub fn rootfs() -> PathBuf {
         for d in ["proc", "dev", "sys", "tmp", "etc", "root"] {
             fs::create_dir_all(dir.join(d)).unwrap();
         }
+
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .into_iter()
             .find(|p| Path::new(p).exists())
