@@ -78,19 +78,28 @@ if [ "$integ" != 0 ]; then
 fi
 rm -f "$integ_log"
 
-say "build secret through buildah: in no audit log, layer or history entry (integration/buildah-secret.sh)"
-sec_log=$(mktemp)
-sec=0
-integration/buildah-secret.sh target/release/buildcell 2>&1 | tee "$sec_log" || sec=$?
-sp=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, [0-9]* skipped$/\1/p' "$sec_log" | tail -1)
-sf=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, [0-9]* skipped$/\2/p' "$sec_log" | tail -1)
-passed=$((passed + ${sp:-0}))
-failed=$((failed + ${sf:-0}))
-if [ "$sec" != 0 ]; then
-  status=1
-  [ "${sf:-0}" != 0 ] || failed=$((failed + 1))
-fi
-rm -f "$sec_log"
+# run_script DESCRIPTION SCRIPT ARGS...: a script whose last line is
+# "N passed, N failed, N skipped"; its counts join the total.
+run_script() {
+  local what=$1 out rc=0 sp sf
+  shift
+  say "$what"
+  out=$(mktemp)
+  "$@" 2>&1 | tee "$out" || rc=$?
+  sp=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, [0-9]* skipped$/\1/p' "$out" | tail -1)
+  sf=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed, [0-9]* skipped$/\2/p' "$out" | tail -1)
+  passed=$((passed + ${sp:-0}))
+  failed=$((failed + ${sf:-0}))
+  if [ "$rc" != 0 ]; then
+    status=1
+    [ "${sf:-0}" != 0 ] || failed=$((failed + 1))
+  fi
+  rm -f "$out"
+}
+run_script "build secret through buildah: in no audit log, layer or history entry (integration/buildah-secret.sh)" \
+  integration/buildah-secret.sh target/release/buildcell
+run_script "engines under policy: build refuses, each engine shows the violations (integration/policy-engines.sh)" \
+  integration/policy-engines.sh target/release/buildcell
 
 say "cgroup v2 smoke test: buildcell in a pure-v2 kernel under qemu (integration/qemu-v2/run.sh)"
 if bash integration/qemu-v2/run.sh target/release/buildcell; then passed=$((passed + 1)); else status=1; failed=$((failed + 1)); fi

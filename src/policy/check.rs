@@ -234,26 +234,29 @@ pub fn check(p: &Profile, spec: &Spec, ctx: &Context) -> Vec<String> {
         }
     }
 
-    // Devices.
-    for (i, d) in spec
+    // Devices: one line for all of them (--privileged sends the host's
+    // hundred).
+    let devices: Vec<String> = spec
         .linux()
         .as_ref()
         .and_then(|l| l.devices().as_ref())
         .into_iter()
         .flatten()
-        .enumerate()
-    {
-        let path = d.path();
-        let default = crate::spec::DEFAULT_DEVICES
-            .iter()
-            .any(|x| Path::new(x) == path.as_path());
-        if !default && !p.devices.iter().any(|a| a == path) {
-            v.push(format!(
-                "linux.devices[{i}]: {} is not allowed; {who} allows {}",
-                path.display(),
-                describe_paths(&p.devices)
-            ));
-        }
+        .map(|d| d.path())
+        .filter(|path| {
+            let default = crate::spec::DEFAULT_DEVICES
+                .iter()
+                .any(|x| Path::new(x) == path.as_path());
+            !default && !p.devices.iter().any(|a| a == *path)
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    if !devices.is_empty() {
+        v.push(format!(
+            "linux.devices: {} not allowed; {who} allows {}",
+            devices.join(", "),
+            describe_paths(&p.devices)
+        ));
     }
 
     // Sysctls.
