@@ -253,6 +253,7 @@ pub fn create(
     // then the policy: a bundle that asks for more than its profile allows
     // is refused with every violation, before anything exists.
     bundle_plan(&bundle, verbose)?;
+    timer.log("config.json parsed and validated");
     let mut policy = crate::policy::evaluate(
         &mut bundle.spec,
         Some(&bundle.dir),
