@@ -19,9 +19,10 @@ command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
 # Debian packages the tests use: newuidmap/newgidmap (uidmap), runuser and
 # unshare (util-linux), script (bsdutils), useradd (passwd), the rootfs of
 # the OCI tests (busybox-static), the kernel headers the build reads the
-# syscall names from (linux-libc-dev). The engines come with
+# syscall names from (linux-libc-dev), strace (the audit.sync test counts
+# fdatasync calls), iproute2 (ip netns, the joined-netns policy test). The engines come with
 # integration/install.sh.
-need=(uidmap util-linux bsdutils passwd busybox-static linux-libc-dev)
+need=(uidmap util-linux bsdutils passwd busybox-static linux-libc-dev strace iproute2)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -945,6 +945,7 @@ pub fn step(args: StepArgs, choice: &crate::policy::Choice) -> Result<i32, Error
     let idmap = IdMapPlan::choose();
     let mut log = open_audit_log(&args, &req, &spec, &idmap, &policy, record_notes)?;
     log.set_redactor(redact);
+    log.sync_every_record(profile.sync_every_record);
     timer.log(&format!("audit log {}", log.path().display()));
     let result = launch::run(&plan, &idmap, timer, Some(&mut log));
     let status = match &result {

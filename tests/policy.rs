@@ -736,3 +736,43 @@ fn random_user_runs_as_a_drawn_uid_with_gid_0_and_a_passwd_entry() {
         );
     });
 }
+
+#[test]
+fn audit_sync_record_syncs_the_log_after_every_record() {
+    if !is_root() {
+        return skip("strace of the step as root");
+    }
+    let m = Mode::Root;
+    let d = workdir(m, "syncrec");
+    // fdatasync calls of buildcell itself (the step's supervisor), 20 execs.
+    let count = |profile: &str| -> usize {
+        let trace = d.join(format!("trace-{profile}"));
+        let script =
+            "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do /bin/true; done";
+        let out = std::process::Command::new("strace")
+            .args([
+                "-qq",
+                "-e",
+                "trace=fdatasync",
+                "-o",
+                trace.to_str().unwrap(),
+            ])
+            .arg(&harness().bin)
+            .args(["--profile", profile, "step", "--", "sh", "-c", script])
+            .current_dir(&d)
+            .env("BUILDCELL_CONFIG", harness().dir.join("config.toml"))
+            .output()
+            .expect("strace (ci/test.sh installs it)");
+        assert!(out.status.success(), "{out:?}");
+        fs::read_to_string(&trace)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("fdatasync("))
+            .count()
+    };
+    let default = count("build");
+    let each = count("sync-record");
+    // 22 records at least (start, sh, 20 x true) plus the end's sync.
+    assert!(each >= 22, "sync = record: {each} fdatasync calls");
+    assert!(default <= 3, "default: {default} fdatasync calls");
+}

@@ -73,9 +73,17 @@ pub struct AuditLog {
     failed: Option<String>,
     redact: Redactor,
     first_hash: Option<String>,
+    /// `audit.sync = "record"`: fdatasync after every record.
+    sync_each: bool,
 }
 
 impl AuditLog {
+    /// `audit.sync = "record"`: every record is synced to disk before the
+    /// exec it describes goes on (default: at each checkpoint and the end).
+    pub fn sync_every_record(&mut self, on: bool) {
+        self.sync_each = on;
+    }
+
     /// Create a new log (refused if `path` exists) and write its start
     /// record.
     pub fn create(
@@ -116,6 +124,7 @@ impl AuditLog {
             failed: None,
             redact: Redactor::default(),
             first_hash: None,
+            sync_each: false,
         };
         log.append(Body::Start(start))?;
         log.first_hash = Some(log.prev.clone());
@@ -161,6 +170,9 @@ impl AuditLog {
             .and_then(AuditSigner::sealer)
             .map_or(0, |s| s.epoch_now());
         let seq = self.write(body)?;
+        if self.sync_each {
+            self.sync()?;
+        }
         self.since_checkpoint += 1;
         self.unsigned.get_or_insert(epoch);
         if self.key.is_some()

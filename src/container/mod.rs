@@ -341,6 +341,7 @@ pub fn create(
     }
     let mut log = open_container_log(&args.id, &bundle, &idmap, &annotations, &policy)?;
     log.set_redactor(bundle_redactor(&bundle.spec, &plan, &policy.loaded.profile));
+    log.sync_every_record(policy.loaded.profile.sync_every_record);
     let log_path = log.path().to_path_buf();
     // A create that fails before the log has an owner ends the log: it
     // then verifies as complete, with no exec.

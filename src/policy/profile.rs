@@ -110,6 +110,7 @@ pub struct RawLandlock {
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     pub redact_env: Option<Vec<String>>,
+    pub sync: Option<String>,
 }
 
 /// `child` over `parent`: a key the child sets wins, whole (a list is
@@ -184,7 +185,7 @@ impl RawProfile {
                 scope_signal,
                 scope_abstract_unix
             ),
-            audit: merge_section!(self.audit, parent.audit, redact_env),
+            audit: merge_section!(self.audit, parent.audit, redact_env, sync),
         }
     }
 }
@@ -277,6 +278,9 @@ pub struct Profile {
     pub scope_signal: bool,
     pub scope_abstract_unix: bool,
     pub redact_env: Vec<String>,
+    /// fdatasync the audit log after every record (`audit.sync =
+    /// "record"`), not only at checkpoints and the end.
+    pub sync_every_record: bool,
 }
 
 impl Profile {
@@ -506,6 +510,17 @@ pub fn resolve(
             ));
         }
     }
+    let sync_every_record = match au.sync.as_deref() {
+        None | Some("checkpoint") => false,
+        Some("record") => true,
+        Some(o) => {
+            return Err(problem(
+                "audit.sync",
+                Some(o),
+                format!("{o:?} is not \"checkpoint\" or \"record\""),
+            ))
+        }
+    };
     let landlock = match ll.mode.as_deref() {
         None | Some("require") => LandlockMode::Require,
         Some("best-effort") => LandlockMode::BestEffort,
@@ -555,6 +570,7 @@ pub fn resolve(
         scope_signal: ll.scope_signal.unwrap_or(true),
         scope_abstract_unix: ll.scope_abstract_unix.unwrap_or(true),
         redact_env: au.redact_env.unwrap_or_default(),
+        sync_every_record,
     })
 }
 

@@ -360,7 +360,10 @@ fn privileged_host_network_and_socket_bind_are_all_listed() {
         "{text}"
     );
     assert!(text.contains("bind of /run exposes"), "{text}");
-    assert!(text.contains("linux.devices: /dev/sda not allowed"), "{text}");
+    assert!(
+        text.contains("linux.devices: /dev/sda not allowed"),
+        "{text}"
+    );
     assert!(text.contains("linux.sysctl.kernel.core_pattern"), "{text}");
     assert!(!text.contains("ip_forward"), "{text}");
     assert!(text.contains("hooks.prestart[0].path: /tmp/evil"), "{text}");

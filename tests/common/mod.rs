@@ -145,6 +145,12 @@ fn write_test_policy(dir: &Path) {
         "extends = \"build\"\n[process]\nuser = \"random\"\nrandom_uids = [2000, 2999]\n",
     )
     .unwrap();
+    // Every audit record synced before its exec goes on.
+    fs::write(
+        profiles.join("sync-record.toml"),
+        "extends = \"build\"\n[audit]\nsync = \"record\"\n",
+    )
+    .unwrap();
     for p in [&profiles, dir] {
         fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
     }
