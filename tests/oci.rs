@@ -644,6 +644,22 @@ fn exec_runs_in_the_container_and_is_audited() {
         );
         assert_eq!(r.code, 3, "{r:?}");
         assert_eq!(r.stdout, "in 2 buildcell\n");
+        // A secret only this exec is given (docker exec -e TOKEN=...): it
+        // is redacted from the container's log like the init's.
+        let r = rt(
+            mode,
+            &b,
+            &[
+                "exec",
+                "--env",
+                "DEPLOY_TOKEN=exec-only-secret-9931",
+                "x1",
+                "sh",
+                "-c",
+                "/bin/echo $DEPLOY_TOKEN",
+            ],
+        );
+        assert_eq!(r.stdout, "exec-only-secret-9931\n", "{r:?}");
         // --process FILE with env, cwd and user, detached with a pid file.
         let proc_file = b.join("process.json");
         fs::write(
@@ -707,6 +723,11 @@ fn exec_runs_in_the_container_and_is_audited() {
             "{text}"
         );
         assert!(text.contains("\"argv\":[\"sleep\",\"30\"]"), "{text}");
+        assert!(
+            text.contains("\"argv\":[\"/bin/echo\",\"<redacted:DEPLOY_TOKEN>\"]"),
+            "{text}"
+        );
+        assert!(!text.contains("exec-only-secret-9931"), "{text}");
         let v = run(mode, &b, &["audit", "verify", &log.display().to_string()]);
         assert!(v.stdout.starts_with("OK: "), "{v:?}");
     });

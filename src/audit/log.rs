@@ -151,6 +151,12 @@ impl AuditLog {
         self.redact = redact;
     }
 
+    /// One more secret to redact from every later record (an `exec`'d
+    /// process's credential-named variables).
+    pub fn add_secret(&mut self, name: &str, value: &str) {
+        self.redact.add(name, value);
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -77,12 +77,23 @@ pub fn run(
 
 /// `exec`: give the listener of a new process to the container's
 /// supervisor through its control socket; Ok once the supervisor has it.
-pub fn hand_over(socket: &std::path::Path, listener: &OwnedFd) -> Result<(), String> {
-    use std::io::Read;
+pub fn hand_over(
+    socket: &std::path::Path,
+    listener: &OwnedFd,
+    secrets: &[(String, String)],
+) -> Result<(), String> {
+    use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     let what = |e: String| format!("audit supervisor {}: {e}", socket.display());
     let mut stream = UnixStream::connect(socket).map_err(|e| what(e.to_string()))?;
     crate::sync::send_with_fd(stream.as_raw_fd(), b"L", listener.as_raw_fd())
+        .map_err(|e| what(e.to_string()))?;
+    // Then the exec'd process's own secrets (credential-named variables):
+    // a u32 length and JSON; the supervisor redacts them from every record.
+    let json = serde_json::to_vec(secrets).map_err(|e| what(e.to_string()))?;
+    stream
+        .write_all(&(json.len() as u32).to_le_bytes())
+        .and_then(|()| stream.write_all(&json))
         .map_err(|e| what(e.to_string()))?;
     let mut ack = [0u8; 1];
     match stream.read(&mut ack) {
@@ -92,20 +103,37 @@ pub fn hand_over(socket: &std::path::Path, listener: &OwnedFd) -> Result<(), Str
     }
 }
 
-/// Take one listener from a control connection, answering `K` (kept) or
-/// `N` (refused: the audit already failed).
-fn accept_listener(control: &UnixListener, accept: bool) -> Option<OwnedFd> {
-    use std::io::Write;
+/// Most secret bytes one hand-over may carry.
+const MAX_HANDOVER_SECRETS: usize = 1 << 20;
+
+/// Take one listener and the exec'd process's secrets (see [`hand_over`])
+/// from a control connection, answering `K` (kept) or `N` (refused: the
+/// audit already failed, or the message is malformed).
+fn accept_listener(
+    control: &UnixListener,
+    accept: bool,
+) -> Option<(OwnedFd, Vec<(String, String)>)> {
+    use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     let (mut stream, _) = control.accept().ok()?;
     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
     let mut buf = [0u8; 1];
     let (_, got) = crate::sync::recv_with_fd(stream.as_raw_fd(), &mut buf).ok()?;
-    let _ = stream.write_all(if accept && got.is_some() { b"K" } else { b"N" });
-    if accept {
-        got
-    } else {
-        None
+    let mut len = [0u8; 4];
+    let secrets = stream.read_exact(&mut len).ok().and_then(|()| {
+        let n = u32::from_le_bytes(len) as usize;
+        if n > MAX_HANDOVER_SECRETS {
+            return None;
+        }
+        let mut json = vec![0u8; n];
+        stream.read_exact(&mut json).ok()?;
+        serde_json::from_slice::<Vec<(String, String)>>(&json).ok()
+    });
+    let kept = accept && got.is_some() && secrets.is_some();
+    let _ = stream.write_all(if kept { b"K" } else { b"N" });
+    match (kept, got, secrets) {
+        (true, Some(fd), Some(secrets)) => Some((fd, secrets)),
+        _ => None,
     }
 }
 
@@ -198,7 +226,10 @@ fn serve(
             if let Some(c) = &control {
                 // An exec'd process's listener; refused once the audit has
                 // failed (its exec then fails: nobody serves its filter).
-                if let Some(l) = accept_listener(c, s.failure.is_none()) {
+                if let Some((l, secrets)) = accept_listener(c, s.failure.is_none()) {
+                    for (name, value) in &secrets {
+                        s.log.add_secret(name, value);
+                    }
                     s.listeners.push(l);
                 }
             }

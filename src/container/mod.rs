@@ -1454,7 +1454,17 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
     let pid = spawned.pid;
     if let Some(listener) = &spawned.listener {
         let (_dirfd, socket) = short_socket_path(&dir.dir, CONTROL_SOCKET)?;
-        if let Err(e) = audit::supervisor::hand_over(&socket, listener) {
+        // The process's own credential-named variables are redacted from
+        // the container's log from now on, like the init's.
+        let secrets: Vec<(String, String)> = process
+            .env()
+            .iter()
+            .flatten()
+            .filter_map(|e| e.split_once('='))
+            .filter(|(name, _)| audit::redact::is_secret_name(name) || profile.redacts_env(name))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        if let Err(e) = audit::supervisor::hand_over(&socket, listener, &secrets) {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             return Err(usage(format!(
                 "exec refused: {e}; no command runs unaudited"
