@@ -479,6 +479,7 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
             bundle: a.bundle.clone(),
             pid_file: a.pid_file.clone(),
             console_socket: a.console_socket.clone(),
+            userns: userns_policy()?,
         })
     };
     match command {
@@ -552,6 +553,23 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
         Command::Checkpoint { .. } | Command::Restore { .. } => Err(usage(
             "checkpoint/restore is not supported by buildcell (build steps are not migrated); delete and re-run the step",
         )),
+    }
+}
+
+/// TEMPORARY, until profiles set it (`user_namespace = "add" | "require"`):
+/// the user namespace policy of `create`/`run` from `BUILDCELL_USERNS`
+/// (`add`, the default; `require`; `off`). See [`UserNamespacePolicy`].
+///
+/// [`UserNamespacePolicy`]: crate::userns::UserNamespacePolicy
+pub const USERNS_ENV: &str = "BUILDCELL_USERNS";
+
+fn userns_policy() -> Result<crate::userns::UserNamespacePolicy, Error> {
+    match std::env::var(USERNS_ENV) {
+        Err(_) => Ok(Default::default()),
+        Ok(v) if v.is_empty() => Ok(Default::default()),
+        Ok(v) => v
+            .parse()
+            .map_err(|e| usage(format!("{USERNS_ENV}={v:?}: {e}"))),
     }
 }
 

@@ -354,6 +354,11 @@ pub struct LaunchPlan {
     /// `(name, dir)` per v1 hierarchy (`cpu,cpuacct`, `memory`, ...), or
     /// one entry with an empty name on v2. Set once the cgroup exists.
     pub cgroup_dirs: Vec<(String, PathBuf)>,
+    /// A bundle's container in a user namespace buildcell added: its
+    /// rootfs and bind mounts are idmapped with that namespace by the
+    /// runtime (host root), so the image's root-owned files look
+    /// root-owned inside and what it writes is stored as host root.
+    pub idmap_mounts: bool,
     /// How the container is started: `step` forks the user process from a
     /// reaping pid 1; a bundle's init becomes the user process itself.
     pub mode: PlanMode,
@@ -611,6 +616,7 @@ pub fn plan_in(
         sysctl,
         rootfs_propagation,
         cgroup_dirs: Vec::new(),
+        idmap_mounts: false,
         mode,
         verbose,
     })
