@@ -801,6 +801,8 @@ fn plan_mount(
             "suid" | "dev" | "exec" | "relatime" | "norelatime" | "strictatime" | "noatime"
             | "nodiratime" | "defaults" | "async" | "sync" | "dirsync" | "tmpcopyup"
             | "nosymfollow" => {}
+            // buildah run -v SRC:DST (no options) sends one empty option.
+            "" => {}
             other if other.contains('=') || other == "newinstance" => data.push(other.to_string()),
             other => {
                 return Err(field(
@@ -941,6 +943,10 @@ mod tests {
         let e = plan(&spec, vec![], false).unwrap_err().to_string();
         assert!(e.starts_with("mounts[0].destination:"), "{e}");
         mounts[0].set_destination("/proc".into());
+        // buildah run -v SRC:DST sends one empty option: accepted.
+        mounts[0].set_options(Some(vec!["".into(), "nosuid".into()]));
+        spec.set_mounts(Some(mounts.clone()));
+        assert!(plan(&spec, vec![], false).is_ok());
         mounts[0].set_options(Some(vec!["frobnicate".into()]));
         spec.set_mounts(Some(mounts));
         let e = plan(&spec, vec![], false).unwrap_err().to_string();
