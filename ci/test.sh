@@ -71,11 +71,14 @@ integration/run.sh 2>&1 | tee "$integ_log" || integ=$?
 # Every engine check counts in the total.
 ipass=$(sed -n 's/^buildcell: \([0-9]*\) passed, .*/\1/p' "$integ_log" | tail -1)
 ifail=$(sed -n 's/^buildcell: [0-9]* passed, [0-9]* failed as expected, \([0-9]*\) failed unexpectedly.*/\1/p' "$integ_log" | tail -1)
-passed=$((passed + ${ipass:-0}))
-failed=$((failed + ${ifail:-0}))
+# ... and the looks-like-root checks from the host after the root engines.
+upass=$(sed -n 's/^looks-like-root: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$integ_log" | tail -1)
+ufail=$(sed -n 's/^looks-like-root: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$integ_log" | tail -1)
+passed=$((passed + ${ipass:-0} + ${upass:-0}))
+failed=$((failed + ${ifail:-0} + ${ufail:-0}))
 if [ "$integ" != 0 ]; then
   status=1
-  [ "${ifail:-0}" != 0 ] || failed=$((failed + 1))
+  [ "${ifail:-0}" != 0 ] || [ "${ufail:-0}" != 0 ] || failed=$((failed + 1))
 fi
 rm -f "$integ_log"
 

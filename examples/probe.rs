@@ -62,6 +62,11 @@ fn main() {
                 .map_err(std::io::Error::from),
         ),
         "write" => report("write", std::fs::write(arg(1), b"x")),
+        // Sleep N seconds (a setuid copy keeps its ids while the host looks).
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(arg(1).parse().unwrap_or(1)));
+            0
+        }
         "thread-exec" => {
             // execve from a second thread: the audit must record it.
             let prog = arg(1);

@@ -141,11 +141,29 @@ if [ "$rt_name" = buildcell ]; then
   done
 fi
 
+# Looks-like-root seen from the host: each root recipe's engine once more,
+# its containers' host uids, volume files and a setuid-root binary checked
+# from outside (integration/userns-check.sh).
+userns_status=0
+if [ "$rt_name" = buildcell ]; then
+  echo "==> looks-like-root: the root engines' containers seen from the host" >&2
+  upass=0 ufail=0
+  for r in $RECIPES; do
+    case $r in *rootless*) continue ;; esac
+    "$HERE/userns-check.sh" "$r" "$rt_path" >"$OUT/$rt_name/$r.userns" 2>&1 || userns_status=1
+    grep -E '^(PASS|FAIL|SKIP) |^       > |^     \| ' "$OUT/$rt_name/$r.userns" | sed "s/^/    $r: /" >&2
+    upass=$((upass + $(grep -c '^PASS ' "$OUT/$rt_name/$r.userns"))) || true
+    ufail=$((ufail + $(grep -c '^FAIL ' "$OUT/$rt_name/$r.userns"))) || true
+  done
+  echo "looks-like-root: $upass passed, $ufail failed" >&2
+fi
+
 if [ "$write" = 1 ]; then
   "${checks[@]}" write-expected --results "$OUT/$rt_name" --recipes "$RECIPES" --expected "$EXPECTED_DIR" --reason "$reason"
 fi
 "${checks[@]}" report "${args[@]}"
 status=$?
 [ "$audit_status" = 0 ] || { echo "audit checks FAILED" >&2; status=1; }
+[ "$userns_status" = 0 ] || { echo "looks-like-root checks FAILED" >&2; status=1; }
 echo "logs: $OUT" >&2
 exit $status

@@ -589,6 +589,7 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
             let spec = spec::default_bundle_spec(
                 nix::unistd::geteuid().as_raw(),
                 nix::unistd::getegid().as_raw(),
+                crate::userns::host_root(),
             );
             let text = serde_json::to_string_pretty(&spec).map_err(|e| usage(e.to_string()))?;
             std::fs::write(&path, text + "\n")

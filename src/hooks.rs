@@ -96,9 +96,19 @@ fn run_one(h: &Hook, state: &str, place: Place) -> Result<(), String> {
             let _ = nix::unistd::dup2(output.as_raw_fd(), 1);
             let _ = nix::unistd::dup2(output.as_raw_fd(), 2);
             if let Place::Container { init, .. } = place {
-                if let Err(e) = crate::namespaces::enter_all_of(init) {
-                    let _ = writeln!(std::io::stderr(), "{e}");
-                    crate::sys::exit_now(127);
+                match crate::namespaces::enter_all_of(init) {
+                    Err(e) => {
+                        let _ = writeln!(std::io::stderr(), "{e}");
+                        crate::sys::exit_now(127);
+                    }
+                    // In the container's user namespace (one buildcell
+                    // added), as its root: the host's root is not mapped
+                    // there, and files it made would be nobody's (EOVERFLOW).
+                    Ok(true) => {
+                        let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
+                        let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
+                    }
+                    Ok(false) => {}
                 }
             }
             crate::process::reset_signals();

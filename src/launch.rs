@@ -124,7 +124,7 @@ pub fn run(
     let pid = match namespaces::clone_into(&plan.namespaces)? {
         None => {
             drop(parent_end);
-            container_init(plan, child_end, sfd, timer)
+            container_init(plan, child_end, sfd, Premade::new(), timer)
         }
         Some(pid) => Pid::from_raw(pid),
     };
@@ -144,9 +144,9 @@ pub fn run(
     parent_end.maps_written(host_root)?;
     if host_root {
         match parent_end.wait_idmap_request()? {
-            IdmapRequest::Mounts(fds) => {
-                idmap_binds(plan, pid, &fds)?;
-                parent_end.idmap_done()?;
+            IdmapRequest::Mounts { root, binds } => {
+                let (new_root, _) = idmap_mounts(plan, pid, root.as_ref(), &binds, None, timer)?;
+                parent_end.idmap_done(new_root.as_ref())?;
                 timer.log("bind sources idmapped");
             }
             IdmapRequest::Failed(outcome) => return Err(child_failed(&mut guard, pid, outcome)),
@@ -216,14 +216,73 @@ fn child_failed(guard: &mut ChildGuard, pid: Pid, outcome: SetupOutcome) -> Erro
     }
 }
 
-/// Idmap the child's detached bind sources with its user namespace.
-fn idmap_binds(plan: &LaunchPlan, pid: Pid, fds: &[(usize, OwnedFd)]) -> Result<(), Error> {
+/// Kernel filesystems the runtime made for the container, by index in the
+/// plan's mounts (see [`mounts::runtime_made`]).
+type Premade = std::collections::BTreeMap<usize, OwnedFd>;
+
+/// What to do when a rootfs cannot be idmapped.
+const ROOTFS_FIX: &str = "buildcell gives the containers of an engine running as root a user namespace of their own and needs an idmapped rootfs for it (a filesystem with idmapped mounts, or overlayfs on such layers: Linux 5.19+); run the engine rootless, or have it give the container a user namespace and use a profile with user_namespace = \"require\"";
+
+/// Idmap the child's detached root (a bundle's, in a user namespace
+/// buildcell added) and bind sources with its user namespace; returns the
+/// root to use instead when the rootfs is an overlayfs mount, which cannot
+/// be idmapped itself: the same overlay made again on idmapped layers.
+/// A root that cannot be idmapped either way is an error; for a `step` so
+/// is a bind. A bundle's bind whose filesystem cannot be idmapped stays a
+/// plain bind (its files show as nobody inside, what the container writes
+/// there belongs to its unprivileged range): an engine's volume on NFS
+/// still works. `creator`: host uid and gid of the container's root.
+fn idmap_mounts(
+    plan: &LaunchPlan,
+    pid: Pid,
+    root: Option<&OwnedFd>,
+    binds: &[(usize, OwnedFd)],
+    creator: Option<(u32, u32)>,
+    timer: Timer,
+) -> Result<(Option<OwnedFd>, Option<mounts::TempDir>), Error> {
     let userns_path = format!("/proc/{pid}/ns/user");
     let userns = std::fs::File::open(&userns_path).map_err(|e| Error::Setup {
         step: "open user namespace",
         message: format!("{userns_path}: {e}"),
     })?;
-    for (i, fd) in fds {
+    let rootfs_err = |what: String| Error::Setup {
+        step: "idmapped rootfs",
+        message: format!("{}: {what}; {ROOTFS_FIX}", plan.rootfs.display()),
+    };
+    let mut new_root = None;
+    let mut workdir = None;
+    if let Some(root) = root {
+        match sys::mount_setattr(
+            root.as_fd(),
+            true,
+            sys::attr::IDMAP,
+            0,
+            Some(userns.as_fd()),
+        ) {
+            Ok(()) => {}
+            Err(e)
+                if e.errno == nix::errno::Errno::EINVAL
+                    && mounts::fs_type_of(&plan.rootfs) == "overlay" =>
+            {
+                let (uid, gid) = creator.ok_or_else(|| {
+                    rootfs_err("an overlayfs rootfs needs the container's host range".into())
+                })?;
+                let (fd, dir) = idmapped_overlay(&plan.rootfs, userns.as_fd(), uid, gid)
+                    .map_err(|e| rootfs_err(format!("overlay on idmapped layers: {e}")))?;
+                timer.log("rootfs: overlay made again on idmapped layers");
+                new_root = Some(fd);
+                workdir = dir;
+            }
+            Err(e) => {
+                return Err(rootfs_err(format!(
+                    "it is on {} (or holds a mount) that cannot be idmapped ({})",
+                    mounts::fs_type_of(&plan.rootfs),
+                    e.errno.desc()
+                )))
+            }
+        }
+    }
+    for (i, fd) in binds {
         let Some(MountKind::Bind {
             source, recursive, ..
         }) = plan.mounts.get(*i).map(|m| &m.kind)
@@ -233,16 +292,149 @@ fn idmap_binds(plan: &LaunchPlan, pid: Pid, fds: &[(usize, OwnedFd)]) -> Result<
                 message: format!("the sandbox sent mount index {i}, which is not a bind mount"),
             });
         };
-        sys::mount_setattr(fd.as_fd(), *recursive, sys::attr::IDMAP, 0, Some(userns.as_fd()))
-            .map_err(|e| Error::Setup {
-                step: "idmap bind mount",
-                message: format!(
-                    "{}: {e}; its filesystem may not support idmapped mounts (run buildcell as a regular user instead)",
-                    source.display()
-                ),
-            })?;
+        match sys::mount_setattr(fd.as_fd(), *recursive, sys::attr::IDMAP, 0, Some(userns.as_fd())) {
+            Ok(()) => {}
+            Err(e)
+                if plan.mode == PlanMode::Bundle
+                    && matches!(e.errno, nix::errno::Errno::EINVAL | nix::errno::Errno::EPERM) =>
+            {
+                timer.log(&format!(
+                    "bind {} ({}) not idmapped: {}",
+                    source.display(),
+                    mounts::fs_type_of(source),
+                    e.errno.desc()
+                ));
+            }
+            Err(e) => {
+                return Err(Error::Setup {
+                    step: "idmap bind mount",
+                    message: format!(
+                        "{}: {e}; its filesystem may not support idmapped mounts (run buildcell as a regular user instead)",
+                        source.display()
+                    ),
+                })
+            }
+        }
     }
-    Ok(())
+    Ok((new_root, workdir))
+}
+
+/// The overlayfs mount at `rootfs` made again, with the same layers and
+/// options, each layer an idmapped mount (user namespace `userns`): the
+/// image's files keep their owners inside, and what the container writes
+/// lands in the engine's upper directory with the ids the engine expects.
+/// The new instance is made by host root with its filesystem ids set to
+/// the container's root (`uid`, `gid`), capabilities kept: overlayfs works
+/// in its upper layer with its maker's credentials, which must map through
+/// the idmapped layers. The engine's own mount of the same upper directory
+/// stays; the kernel warns that both use it (the engine does not write
+/// through its mount while the container runs).
+fn idmapped_overlay(
+    rootfs: &std::path::Path,
+    userns: std::os::fd::BorrowedFd<'_>,
+    uid: u32,
+    gid: u32,
+) -> Result<(OwnedFd, Option<mounts::TempDir>), String> {
+    let ov = mounts::overlay_of(rootfs)?;
+    let work_name = format!("buildcell-{uid}-{gid}");
+    let (held, opts, workdir) = mounts::idmapped_layers(&ov, userns, &work_name)?;
+    let fd = fd_from_helper(|| {
+        sys::set_securebits(sys::SECBIT_NO_SETUID_FIXUP).map_err(|e| format!("securebits: {e}"))?;
+        nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+        nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+        let refs: Vec<(&str, Option<&str>)> = opts
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        sys::new_fs_mount_opts("overlay", &refs, 0).map_err(|e| e.to_string())
+    })?;
+    drop(held);
+    if ov.subdir.as_os_str().is_empty() {
+        return Ok((fd, workdir));
+    }
+    let sub = sys::clone_tree_at(fd.as_fd(), &ov.subdir).map_err(|e| e.to_string())?;
+    Ok((sub, workdir))
+}
+
+/// Run `f` in a forked child of this (single-threaded) process and get the
+/// fd it makes: for work that needs other credentials or another active
+/// pid namespace than the runtime's.
+fn fd_from_helper(f: impl FnOnce() -> Result<OwnedFd, String>) -> Result<OwnedFd, String> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
+    let helper = match sys::clone_fork(0) {
+        Err(e) => return Err(format!("fork: {e}")),
+        Ok(None) => {
+            drop(ours);
+            let sock = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+            let _ = match f() {
+                Ok(fd) => sync::send_with_fd(sock, b"ok", std::os::fd::AsRawFd::as_raw_fd(&fd)),
+                Err(e) => {
+                    nix::sys::socket::send(sock, e.as_bytes(), nix::sys::socket::MsgFlags::empty())
+                        .map(|_| ())
+                }
+            };
+            sys::exit_now(0)
+        }
+        Ok(Some(pid)) => Pid::from_raw(pid),
+    };
+    drop(theirs);
+    let mut buf = [0u8; 2048];
+    let got = sync::recv_with_fd(std::os::fd::AsRawFd::as_raw_fd(&ours), &mut buf);
+    let _ = waitpid(helper, None);
+    match got {
+        Ok((_, Some(fd))) => Ok(fd),
+        Ok((0, None)) => Err("the helper process ended without an answer".into()),
+        Ok((n, None)) => Err(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(e) => Err(format!("receive from the helper process: {e}")),
+    }
+}
+
+/// Make the kernel filesystems the container cannot make itself (see
+/// [`mounts::runtime_made`]), in the namespaces the container will have:
+/// this process has entered those the bundle joins by path, and shares
+/// the host's otherwise. A proc instance belongs to the *active* pid
+/// namespace of its maker, which a joined pid namespace is not for this
+/// process (setns only moves its children): a child forked into it makes
+/// that one. Only host root may make them for namespaces it does not own.
+fn runtime_mounts(plan: &LaunchPlan) -> Result<Premade, Error> {
+    let mut out = Premade::new();
+    if !crate::userns::host_root() {
+        return Ok(out);
+    }
+    let pid_joined = plan
+        .join
+        .iter()
+        .any(|(t, _)| *t == oci_spec::runtime::LinuxNamespaceType::Pid);
+    for (i, m) in plan.mounts.iter().enumerate() {
+        if !mounts::runtime_made(plan, m) {
+            continue;
+        }
+        let proc = matches!(&m.kind, MountKind::Fs { fstype, .. } if fstype == "proc");
+        let fd = if proc && pid_joined {
+            proc_in_joined_pid_ns(m)?
+        } else {
+            mounts::new_kernel_mount(m).map_err(|e| Error::Setup {
+                step: "mounts",
+                message: e.to_string(),
+            })?
+        };
+        out.insert(i, fd);
+    }
+    Ok(out)
+}
+
+/// A proc instance of the pid namespace this process joined: made by a
+/// child forked into it.
+fn proc_in_joined_pid_ns(m: &crate::spec::MountPlan) -> Result<OwnedFd, Error> {
+    fd_from_helper(|| mounts::new_kernel_mount(m).map_err(|e| e.to_string())).map_err(|message| {
+        Error::Setup {
+            step: "mounts",
+            message: format!(
+                "{} (in the joined pid namespace): {message}",
+                m.destination.display()
+            ),
+        }
+    })
 }
 
 /// A failed child step: its name, its message, buildcell's exit status.
@@ -253,8 +445,14 @@ fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Failure {
 }
 
 /// Pid 1 of the sandbox. Never returns.
-fn container_init(plan: &LaunchPlan, chan: ChildEnd, sfd: SignalFd, timer: Timer) -> ! {
-    if let Err(Failure(step, message, code)) = init_steps(plan, &chan, timer) {
+fn container_init(
+    plan: &LaunchPlan,
+    chan: ChildEnd,
+    sfd: SignalFd,
+    premade: Premade,
+    timer: Timer,
+) -> ! {
+    if let Err(Failure(step, message, code)) = init_steps(plan, &chan, premade, timer) {
         chan.failed(step, &message, code);
         sys::exit_now(code);
     }
@@ -274,7 +472,12 @@ fn container_init(plan: &LaunchPlan, chan: ChildEnd, sfd: SignalFd, timer: Timer
 }
 
 /// The setup of pid 1, up to the fork of the user process.
-fn init_steps(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> Result<(), Failure> {
+fn init_steps(
+    plan: &LaunchPlan,
+    chan: &ChildEnd,
+    premade: Premade,
+    t: Timer,
+) -> Result<(), Failure> {
     // First: if buildcell dies during setup, the whole sandbox dies with it
     // (pid 1 going takes the pid namespace down). A bundle's init clears
     // this again when it is ready: `create` exits and leaves it running.
@@ -292,19 +495,24 @@ fn init_steps(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> Result<(), Failur
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
                 .map_err(fail("cgroup namespace"))?;
         }
-        // Written through the host's /proc, before the pivot hides it.
+        // Written through the host's /proc, before the pivot hides it
+        // (unless the parent, as host root, already did: lowering it needs
+        // CAP_SYS_RESOURCE of the host, which a user namespace lacks).
         if let Some(adj) = plan.process.oom_score_adj {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-                .map_err(fail("process.oomScoreAdj"))?;
+            let path = "/proc/self/oom_score_adj";
+            let now = std::fs::read_to_string(path).unwrap_or_default();
+            if now.trim() != adj.to_string() {
+                std::fs::write(path, adj.to_string()).map_err(fail("process.oomScoreAdj"))?;
+            }
         }
     }
 
     // Nothing mounted from here on may reach the host; the propagation the
     // bundle asks for is given to the new root after the pivot.
     mounts::make_rslave().map_err(fail("mounts"))?;
-    let sources = mounts::capture_sources(plan, |binds| match idmap {
-        true => chan.request_idmap(binds).map_err(|e| e.to_string()),
-        false => Ok(()),
+    let sources = mounts::capture_sources(plan, premade, |root, binds| match idmap {
+        true => chan.request_idmap(root, binds).map_err(|e| e.to_string()),
+        false => Ok(None),
     })
     .map_err(fail("mounts"))?;
     t.log("mount sources captured (root read-only, nosuid, nodev)");
@@ -314,10 +522,16 @@ fn init_steps(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> Result<(), Failur
     // which still runs with the caller's host uid and so can reach the
     // caller's own directories (a cwd under /root, mode 0700).
     let root = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+    // A uid change makes the process dumpable again (fs.suid_dumpable):
+    // keep what protect_runtime_binary set.
+    let dumpable = nix::sys::prctl::get_dumpable().unwrap_or(true);
     nix::unistd::setresgid(root.1, root.1, root.1)
         .map_err(fail("become root in the user namespace (gid)"))?;
     nix::unistd::setresuid(root.0, root.0, root.0)
         .map_err(fail("become root in the user namespace (uid)"))?;
+    if !dumpable {
+        let _ = nix::sys::prctl::set_dumpable(false);
+    }
     // The uid change cleared the parent-death signal: set it again, then
     // make sure the parent did not die before it was set.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("set parent-death signal"))?;
@@ -437,6 +651,9 @@ pub struct Created {
     pub signals: SignalFd,
     /// The channel: a foreground `run` reads the exec failure from it.
     pub channel: sync::ParentEnd,
+    /// The work directory of the container's own overlayfs instance (an
+    /// overlay rootfs made again on idmapped layers): removed at delete.
+    pub overlay_workdir: Option<mounts::TempDir>,
 }
 
 /// How a bundle's init waits for `start`: on the exec fifo (`create`), or
@@ -472,15 +689,26 @@ pub fn create(
     // the child then inherits them (a pid namespace applies to children
     // only), and its own new user namespace could not enter them.
     namespaces::join_all(&plan.join)?;
+    let premade = runtime_mounts(plan)?;
     let mut flags = plan.namespaces;
     // Made by the init itself once it is in its cgroup.
     flags.cgroup = false;
     let pid = match namespaces::clone_into(&flags)? {
         None => {
             drop(parent_end);
-            oci_init(plan, child_end, gate, console_socket.is_some(), timer)
+            oci_init(
+                plan,
+                child_end,
+                gate,
+                console_socket.is_some(),
+                premade,
+                timer,
+            )
         }
-        Some(pid) => Pid::from_raw(pid),
+        Some(pid) => {
+            drop(premade);
+            Pid::from_raw(pid)
+        }
     };
     drop(child_end);
     drop(gate);
@@ -490,10 +718,42 @@ pub fn create(
         m.write(pid.as_raw())?;
         timer.log("uid/gid maps written");
     }
+    if crate::userns::host_root() {
+        // Raising a hard rlimit or lowering oom_score_adj needs
+        // CAP_SYS_RESOURCE of the host, which an init in a user namespace
+        // lacks: host root sets them on it (best effort; the init sets
+        // them again and reports a failure).
+        for r in &plan.process.rlimits {
+            let _ = sys::set_rlimit_of(pid.as_raw(), r.resource, r.soft, r.hard);
+        }
+        if let Some(adj) = plan.process.oom_score_adj {
+            let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string());
+        }
+    }
     // The cgroup, then the prestart and createRuntime hooks: the
     // container's namespaces exist, its init waits.
     place(pid.as_raw())?;
-    parent_end.maps_written(false)?;
+    parent_end.maps_written(plan.idmap_mounts)?;
+    let mut overlay_workdir = None;
+    if plan.idmap_mounts {
+        match parent_end.wait_idmap_request()? {
+            IdmapRequest::Mounts { root, binds } => {
+                let creator = match idmap {
+                    Some(IdMapPlan::HostRoot {
+                        uid_start,
+                        gid_start,
+                    }) => Some((*uid_start, *gid_start)),
+                    _ => None,
+                };
+                let (new_root, workdir) =
+                    idmap_mounts(plan, pid, root.as_ref(), &binds, creator, timer)?;
+                overlay_workdir = workdir;
+                parent_end.idmap_done(new_root.as_ref())?;
+                timer.log("rootfs and bind sources idmapped");
+            }
+            IdmapRequest::Failed(outcome) => return Err(child_failed(&mut guard, pid, outcome)),
+        }
+    }
     let on_console = |master: OwnedFd| match console_socket {
         Some(path) => crate::terminal::send_to_console_socket(path, &master),
         None => Err("the container made a terminal but no --console-socket was given".into()),
@@ -507,6 +767,7 @@ pub fn create(
                 listener,
                 signals: sfd,
                 channel: parent_end,
+                overlay_workdir,
             })
         }
         Err(outcome) => Err(child_failed(&mut guard, pid, outcome)),
@@ -515,9 +776,16 @@ pub fn create(
 
 /// A bundle's init: the setup, then the user process's own last steps in
 /// the same process (it becomes the user process). Never returns.
-fn oci_init(plan: &LaunchPlan, chan: ChildEnd, gate: Gate, console: bool, t: Timer) -> ! {
+fn oci_init(
+    plan: &LaunchPlan,
+    chan: ChildEnd,
+    gate: Gate,
+    console: bool,
+    premade: Premade,
+    t: Timer,
+) -> ! {
     protect_runtime_binary();
-    let result = init_steps(plan, &chan, t).and_then(|()| {
+    let result = init_steps(plan, &chan, premade, t).and_then(|()| {
         let last = LastSteps {
             process: &plan.process,
             seccomp: &plan.seccomp,
@@ -650,10 +918,12 @@ fn become_process(
 /// who could not write a root-owned binary anyway (and the audit
 /// supervisor, without CAP_SYS_PTRACE, could not trace a non-dumpable
 /// task), so the flag is left alone there.
-fn protect_runtime_binary() {
-    if nix::unistd::geteuid().is_root() && crate::userns::in_initial_userns() {
+fn protect_runtime_binary() -> bool {
+    let host_root = crate::userns::host_root();
+    if host_root {
         let _ = nix::sys::prctl::set_dumpable(false);
     }
+    host_root
 }
 
 /// The process's user and capability sets. A uid change makes the kernel
@@ -778,10 +1048,29 @@ impl Drop for KillGuard {
 /// The intermediate of `exec`: enter the container's namespaces, fork the
 /// process, report its pid, exit. Never returns.
 fn exec_middle(init: i32, last: &LastSteps, chan: ChildEnd) -> ! {
-    protect_runtime_binary();
-    if let Err(e) = namespaces::enter_all_of(init) {
-        chan.failed("join the container's namespaces", &e.to_string(), 125);
-        sys::exit_now(125);
+    let protected = protect_runtime_binary();
+    // Raised here, while this process may: in the container's user
+    // namespace a hard limit can no longer be raised. The process sets
+    // them again (then a no-op) and reports what failed.
+    for r in &last.process.rlimits {
+        let _ = process::set_rlimit(r);
+    }
+    match namespaces::enter_all_of(init) {
+        Err(e) => {
+            chan.failed("join the container's namespaces", &e.to_string(), 125);
+            sys::exit_now(125);
+        }
+        // In the container's user namespace, become its root at once: the
+        // host uid is not mapped there, and files (a terminal) made with
+        // an unmapped id would belong to nobody.
+        Ok(true) => {
+            let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
+            let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
+            if protected {
+                let _ = nix::sys::prctl::set_dumpable(false);
+            }
+        }
+        Ok(false) => {}
     }
     match sys::clone_fork(0) {
         Err(e) => {

@@ -8,6 +8,8 @@
 //!   a [`spec::LaunchPlan`];
 //! - [`launch`]: the launch sequence, parent and child, step by step;
 //! - [`sync`]: the typed channel between parent and child;
+//! - [`idpool`]: the host id ranges of added user namespaces, reserved per
+//!   container;
 //! - [`namespaces`], [`userns`], [`mounts`], [`capabilities`], [`landlock`],
 //!   [`seccomp`], [`cgroups`]: one kernel facility each;
 //! - [`process`]: environment, signals and exec of the user process;
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod container;
 pub mod error;
 pub mod hooks;
+pub mod idpool;
 pub mod landlock;
 pub mod launch;
 pub mod mounts;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -41,7 +41,7 @@ pub enum MountError {
     },
     #[error("bind mount at {path}: its source was not captured before the pivot")]
     NotCaptured { path: PathBuf },
-    #[error("idmap bind sources: {message}")]
+    #[error("idmap mount sources: {message}")]
     Idmap { message: String },
     #[error("write {path}: {source}")]
     Write {
@@ -62,6 +62,48 @@ pub struct Sources {
     devices: Vec<(PathBuf, OwnedFd)>,
     /// The container's cgroup directories, read-only, by hierarchy name.
     cgroups: Vec<(String, OwnedFd)>,
+    /// Kernel filesystems the runtime made for the container (see
+    /// [`runtime_made`]), by index in the plan's mounts.
+    premade: BTreeMap<usize, OwnedFd>,
+}
+
+/// Whether the mount `m` of `plan` must be made by the runtime rather
+/// than by the container: proc, sysfs and mqueue instances belong to a pid,
+/// network and IPC namespace, and only a process privileged over that
+/// namespace's owner may make one. A container in a new user namespace
+/// owns its new pid/network/IPC namespaces, not the host's or those it
+/// joins by path (a pod's, a netns file): there the runtime, as host root,
+/// makes the instance of *that* namespace as a detached mount (runc binds
+/// the host's /sys instead, recursively: this shows only the container's
+/// network namespace and no host submount).
+pub fn runtime_made(plan: &LaunchPlan, m: &MountPlan) -> bool {
+    let MountKind::Fs { fstype, .. } = &m.kind else {
+        return false;
+    };
+    plan.namespaces.user
+        && match fstype.as_str() {
+            "proc" => !plan.namespaces.pid,
+            "sysfs" => !plan.namespaces.net,
+            "mqueue" => !plan.namespaces.ipc,
+            _ => false,
+        }
+}
+
+/// A new instance of the kernel filesystem of `m` (proc, sysfs, mqueue)
+/// in the namespaces of the calling process, as a detached mount with the
+/// mount's flags and options.
+pub fn new_kernel_mount(m: &MountPlan) -> Result<OwnedFd, MountError> {
+    let MountKind::Fs { fstype, data, .. } = &m.kind else {
+        return Err(MountError::Idmap {
+            message: format!("{} is not a filesystem mount", m.destination.display()),
+        });
+    };
+    let (set, _) = attrs_of(m.flags);
+    sys::new_fs_mount(fstype, data, set).map_err(|source| MountError::Sys {
+        what: "make the runtime's instance for",
+        path: m.destination.clone(),
+        source,
+    })
 }
 
 /// Stop mount events of this namespace from reaching the host (and keep the
@@ -113,11 +155,13 @@ fn attrs_of(flags: MountFlags) -> (u64, u64) {
 }
 
 /// Capture the root, every bind source and every device as detached mounts.
-/// `idmap` is called with the bind sources before their flags are set (in
-/// host root mode the parent idmaps them).
+/// `idmap` is called with the bind sources (and, for a bundle, the root)
+/// before their flags are set (as host root the parent idmaps them).
+/// `premade` are the mounts the runtime made ([`runtime_made`]).
 pub fn capture_sources(
     plan: &LaunchPlan,
-    idmap: impl FnOnce(&[(usize, &OwnedFd)]) -> Result<(), String>,
+    premade: BTreeMap<usize, OwnedFd>,
+    idmap: impl FnOnce(Option<&OwnedFd>, &[(usize, &OwnedFd)]) -> Result<Option<OwnedFd>, String>,
 ) -> Result<Sources, MountError> {
     let sys_err = |what, path: &Path| {
         let path = path.to_path_buf();
@@ -134,7 +178,6 @@ pub fn capture_sources(
         nodev: true,
         noexec: false,
     };
-    set_flags(&root, root_flags).map_err(sys_err("set flags on root", &plan.rootfs))?;
 
     let mut binds = BTreeMap::new();
     for (i, m) in plan.mounts.iter().enumerate() {
@@ -148,7 +191,13 @@ pub fn capture_sources(
         }
     }
     let list: Vec<(usize, &OwnedFd)> = binds.iter().map(|(i, fd)| (*i, fd)).collect();
-    idmap(&list).map_err(|message| MountError::Idmap { message })?;
+    // A bundle's root is idmapped with the binds; the host root `step`
+    // runs in is not (it stays the host's, read-only).
+    let idmap_root = (plan.mode == PlanMode::Bundle).then_some(&root);
+    let replaced = idmap(idmap_root, &list).map_err(|message| MountError::Idmap { message })?;
+    drop(list);
+    let root = replaced.unwrap_or(root);
+    set_flags(&root, root_flags).map_err(sys_err("set flags on root", &plan.rootfs))?;
     for (i, fd) in &binds {
         if let MountKind::Bind { source, .. } = &plan.mounts[*i].kind {
             set_flags(fd, plan.mounts[*i].flags)
@@ -184,6 +233,7 @@ pub fn capture_sources(
         binds,
         devices,
         cgroups,
+        premade,
     })
 }
 
@@ -264,7 +314,19 @@ pub fn mount_all(
                     set_propagation(&target.mount_path()?, p, true)?;
                 }
             }
-            MountKind::Fs { .. } => mount_fs(m)?,
+            MountKind::Fs { .. } => match sources.premade.get(&i) {
+                Some(fd) => {
+                    let target = mountpoint(&m.destination, true)?;
+                    sys::attach_mount_at(fd.as_fd(), target.fd()).map_err(|source| {
+                        MountError::Sys {
+                            what: "attach the runtime's instance at",
+                            path: m.destination.clone(),
+                            source,
+                        }
+                    })?
+                }
+                None => mount_fs(m)?,
+            },
             MountKind::Cgroup => mount_cgroup(m, sources)?,
         }
         log(&format!("mounted {}", m.destination.display()));
@@ -743,4 +805,390 @@ pub fn write_sysctls(list: &[(String, String)]) -> Result<(), MountError> {
         })?;
     }
     Ok(())
+}
+
+/// The filesystem type of the mount holding `path` in this mount
+/// namespace (for messages): the last mount in /proc/self/mountinfo whose
+/// mount point is the longest prefix of the path.
+pub fn fs_type_of(path: &Path) -> String {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let unescape = |s: &str| {
+        s.replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\")
+    };
+    let mut best: Option<(usize, String)> = None;
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let (Some(point), Some(fstype)) = (left.split(' ').nth(4), right.split(' ').next()) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape(point));
+        if path.starts_with(&point) {
+            let depth = point.components().count();
+            if best.as_ref().is_none_or(|(d, _)| depth >= *d) {
+                best = Some((depth, fstype.to_string()));
+            }
+        }
+    }
+    best.map(|(_, t)| t)
+        .unwrap_or_else(|| "an unknown filesystem".into())
+}
+
+/// An overlayfs mount, as /proc/self/mountinfo shows it: enough to build
+/// the same overlay again on idmapped layers (an overlayfs mount itself
+/// cannot be idmapped; its layers can, since Linux 5.19).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// Lower layers, top first; `None` marks `::`, before the data-only
+    /// layers.
+    pub lower: Vec<Option<PathBuf>>,
+    /// Upper and work directory.
+    pub upper: Option<(PathBuf, PathBuf)>,
+    /// Every other option of the superblock (index, metacopy, redirect_dir,
+    /// xino, uuid, ro, ...), passed on as they are.
+    pub options: Vec<(String, Option<String>)>,
+    /// Where the path asked for lies inside the overlay (empty: its root).
+    pub subdir: PathBuf,
+    /// The mount point the overlay was found at.
+    pub mount_point: PathBuf,
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape_octal(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Split overlayfs's `lowerdir=` value: `:` separates layers, `\:` is a
+/// colon inside a path, `::` starts the data-only layers.
+fn split_lowerdir(v: &str) -> Vec<Option<PathBuf>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = v.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            ':' => {
+                out.push(Some(PathBuf::from(std::mem::take(&mut cur))));
+                if chars.peek() == Some(&':') {
+                    chars.next();
+                    out.push(None);
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    out.push(Some(PathBuf::from(cur)));
+    out
+}
+
+/// The overlayfs mount holding `path` (canonical) in `mountinfo` (the
+/// text of /proc/self/mountinfo). Layer paths are as the engine gave them
+/// (possibly relative to its working directory at mount time).
+pub fn parse_overlay(mountinfo: &str, path: &Path) -> Result<Overlay, String> {
+    let mut best: Option<(usize, &str)> = None;
+    for line in mountinfo.lines() {
+        let Some(point) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_octal(point));
+        if path.starts_with(&point) {
+            let depth = point.components().count();
+            if best.is_none_or(|(d, _)| depth >= d) {
+                best = Some((depth, line));
+            }
+        }
+    }
+    let line = best.map(|(_, l)| l).ok_or("no mount holds it")?;
+    let (left, right) = line.split_once(" - ").ok_or("malformed mountinfo line")?;
+    let mut l = left.split(' ');
+    let (root, point) = (l.nth(3).unwrap_or("/"), l.next().unwrap_or("/"));
+    let mut r = right.split(' ');
+    let fstype = r.next().unwrap_or_default();
+    if fstype != "overlay" {
+        return Err(format!("it is on {fstype}, not overlay"));
+    }
+    let superopts = r.nth(1).unwrap_or_default();
+    let mount_point = PathBuf::from(unescape_octal(point));
+    let below = path.strip_prefix(&mount_point).unwrap_or(Path::new(""));
+    let root = unescape_octal(root);
+    let subdir = Path::new(root.trim_start_matches('/')).join(below);
+    let mut ov = Overlay {
+        lower: Vec::new(),
+        upper: None,
+        options: Vec::new(),
+        subdir,
+        mount_point,
+    };
+    let (mut upper, mut work, mut data) = (None, None, Vec::new());
+    for opt in superopts.split(',') {
+        let (k, v) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(unescape_octal(v))),
+            None => (opt, None),
+        };
+        match (k, v) {
+            ("lowerdir", Some(v)) => ov.lower = split_lowerdir(&v),
+            ("lowerdir+", Some(v)) => ov.lower.push(Some(v.into())),
+            ("datadir+", Some(v)) => data.push(Some(PathBuf::from(v))),
+            ("upperdir", Some(v)) => upper = Some(PathBuf::from(v)),
+            ("workdir", Some(v)) => work = Some(PathBuf::from(v)),
+            ("rw", None) => {}
+            (k, v) => ov.options.push((k.to_string(), v)),
+        }
+    }
+    if !data.is_empty() {
+        ov.lower.push(None);
+        ov.lower.extend(data);
+    }
+    if ov.lower.is_empty() {
+        return Err("the overlay mount shows no lowerdir".into());
+    }
+    ov.upper = match (upper, work) {
+        (Some(u), Some(w)) => Some((u, w)),
+        (None, None) => None,
+        _ => return Err("the overlay mount shows an upperdir without a workdir".into()),
+    };
+    Ok(ov)
+}
+
+impl Overlay {
+    /// Every layer path, upper and work included.
+    fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.lower
+            .iter()
+            .flatten()
+            .chain(self.upper.iter().flat_map(|(u, w)| [u, w]))
+    }
+
+    /// Make relative layer paths absolute. An engine that mounts many
+    /// layers gives them relative to a directory it changed into (a
+    /// storage root that holds the mount point, as containers/storage and
+    /// containerd do): the nearest ancestor of the mount point under
+    /// which every layer exists.
+    pub fn resolve_relative(&mut self) -> Result<(), String> {
+        if self.paths().all(|p| p.is_absolute()) {
+            return Ok(());
+        }
+        let base = self
+            .mount_point
+            .ancestors()
+            .skip(1)
+            .find(|b| self.paths().all(|p| p.is_absolute() || b.join(p).is_dir()))
+            .map(Path::to_path_buf)
+            .ok_or("its layers are given relative to a directory buildcell cannot find")?;
+        let abs = |p: &mut PathBuf| {
+            if !p.is_absolute() {
+                *p = base.join(&*p);
+            }
+        };
+        self.lower.iter_mut().flatten().for_each(abs);
+        if let Some((u, w)) = &mut self.upper {
+            abs(u);
+            abs(w);
+        }
+        Ok(())
+    }
+}
+
+/// The overlayfs mount holding `path` in this mount namespace, layer paths
+/// made absolute.
+pub fn overlay_of(path: &Path) -> Result<Overlay, String> {
+    let canon = fs::canonicalize(path).map_err(|e| e.to_string())?;
+    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let mut ov = parse_overlay(&info, &canon)?;
+    ov.resolve_relative()?;
+    Ok(ov)
+}
+
+/// A directory removed (with its content) when dropped, unless kept.
+#[derive(Debug)]
+pub struct TempDir(Option<PathBuf>);
+
+impl TempDir {
+    pub fn new(path: PathBuf) -> TempDir {
+        TempDir(Some(path))
+    }
+    /// Keep it: the caller removes it later.
+    pub fn keep(mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+    pub fn path(&self) -> Option<&Path> {
+        self.0.as_deref()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// What [`idmapped_layers`] gives: the layer fds to keep open, the
+/// overlayfs options naming them, the new work directory.
+pub type IdmappedLayers = (Vec<OwnedFd>, Vec<(String, Option<String>)>, Option<TempDir>);
+
+/// Idmapped detached copies of the layers of `ov` with the user namespace
+/// `userns`, and the overlayfs options that name them (through
+/// `/proc/self/fd`: keep the fds open until the overlay is made). The
+/// engine's own mount holds its work directory (overlayfs refuses a
+/// second mount on a `volatile` one): the new instance gets its own,
+/// `work_name` inside the engine's (so on the same filesystem as the upper
+/// directory, and removed with the engine's layer). Upper and work
+/// directory must be on one mount: their common parent is idmapped once.
+pub fn idmapped_layers(
+    ov: &Overlay,
+    userns: std::os::fd::BorrowedFd<'_>,
+    work_name: &str,
+) -> Result<IdmappedLayers, String> {
+    let mut held = Vec::new();
+    let mut idmapped = |dir: &Path| -> Result<String, String> {
+        let fd = sys::clone_tree(dir, false).map_err(|e| e.to_string())?;
+        sys::mount_setattr(fd.as_fd(), false, attr::IDMAP, 0, Some(userns))
+            .map_err(|e| format!("layer {} ({}): {e}", dir.display(), fs_type_of(dir)))?;
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        held.push(fd);
+        Ok(path)
+    };
+    let mut lower = String::new();
+    for (i, l) in ov.lower.iter().enumerate() {
+        match l {
+            Some(dir) => {
+                if i > 0 {
+                    lower.push(':');
+                }
+                lower.push_str(&idmapped(dir)?);
+            }
+            None => lower.push(':'),
+        }
+    }
+    let mut opts = vec![("lowerdir".to_string(), Some(lower))];
+    let mut work_dir = None;
+    if let Some((u, w)) = &ov.upper {
+        let (u, w) = (
+            fs::canonicalize(u).map_err(|e| format!("upperdir {}: {e}", u.display()))?,
+            fs::canonicalize(w).map_err(|e| format!("workdir {}: {e}", w.display()))?,
+        );
+        let w = w.join(work_name);
+        // A leftover of an earlier container with the same range.
+        let _ = fs::remove_dir_all(&w);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&w)
+            .map_err(|e| format!("workdir {}: {e}", w.display()))?;
+        work_dir = Some(TempDir::new(w.clone()));
+        let common: PathBuf = u
+            .components()
+            .zip(w.components())
+            .take_while(|(a, b)| a == b)
+            .map(|(a, _)| a)
+            .collect();
+        let base = idmapped(&common)?;
+        let rel = |p: &Path| {
+            let r = p.strip_prefix(&common).unwrap_or(p);
+            format!("{base}/{}", r.display())
+        };
+        opts.push(("upperdir".into(), Some(rel(&u))));
+        opts.push(("workdir".into(), Some(rel(&w))));
+    }
+    opts.extend(ov.options.iter().cloned());
+    Ok((held, opts, work_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "\
+22 1 8:0 / / rw,relatime - ext4 /dev/vda rw
+40 22 0:39 / /var/lib/s/overlay/abc/merged rw,relatime - overlay overlay rw,lowerdir=l/AAA:l/B\\134:B,upperdir=abc/diff,workdir=abc/work,volatile,index=off
+41 22 0:40 / /srv/with\\040space rw - overlay overlay rw,lowerdir=/a::/d1,upperdir=/u,workdir=/w
+42 22 0:40 /sub /mnt/b rw - overlay overlay ro,lowerdir+=/x,lowerdir+=/y,datadir+=/z
+";
+
+    #[test]
+    fn overlay_layers_and_options_from_mountinfo() {
+        let ov = parse_overlay(INFO, Path::new("/var/lib/s/overlay/abc/merged")).unwrap();
+        // `\134` is a backslash, which escapes the colon inside a path.
+        assert_eq!(ov.lower, vec![Some("l/AAA".into()), Some("l/B:B".into())]);
+        assert_eq!(ov.upper, Some(("abc/diff".into(), "abc/work".into())));
+        assert_eq!(
+            ov.options,
+            vec![
+                ("volatile".into(), None),
+                ("index".into(), Some("off".into()))
+            ]
+        );
+        assert_eq!(ov.subdir, PathBuf::new());
+        // Data-only layers after `::`, a mount point with a space, a path
+        // below the mount point.
+        let ov = parse_overlay(INFO, Path::new("/srv/with space/etc")).unwrap();
+        assert_eq!(ov.lower, vec![Some("/a".into()), None, Some("/d1".into())]);
+        assert_eq!(ov.subdir, PathBuf::from("etc"));
+        // lowerdir+/datadir+, a bind of a subdirectory, read-only.
+        let ov = parse_overlay(INFO, Path::new("/mnt/b")).unwrap();
+        assert_eq!(
+            ov.lower,
+            vec![
+                Some("/x".into()),
+                Some("/y".into()),
+                None,
+                Some("/z".into())
+            ]
+        );
+        assert_eq!(ov.upper, None);
+        assert_eq!(ov.options, vec![("ro".into(), None)]);
+        assert_eq!(ov.subdir, PathBuf::from("sub"));
+        let e = parse_overlay(INFO, Path::new("/etc")).unwrap_err();
+        assert!(e.contains("ext4"), "{e}");
+    }
+
+    #[test]
+    fn relative_layers_resolve_against_an_ancestor_of_the_mount_point() {
+        let base = std::env::temp_dir().join(format!("bc-ovl-{}", std::process::id()));
+        for d in ["l/AAA", "abc/diff", "abc/work", "abc/merged"] {
+            fs::create_dir_all(base.join(d)).unwrap();
+        }
+        let mut ov = Overlay {
+            lower: vec![Some("l/AAA".into())],
+            upper: Some(("abc/diff".into(), "abc/work".into())),
+            options: vec![],
+            subdir: PathBuf::new(),
+            mount_point: base.join("abc/merged"),
+        };
+        ov.resolve_relative().unwrap();
+        assert_eq!(ov.lower, vec![Some(base.join("l/AAA"))]);
+        assert_eq!(
+            ov.upper,
+            Some((base.join("abc/diff"), base.join("abc/work")))
+        );
+        ov.lower = vec![Some("nowhere".into())];
+        assert!(ov.resolve_relative().is_err());
+        let _ = fs::remove_dir_all(&base);
+    }
 }

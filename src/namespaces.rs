@@ -136,11 +136,15 @@ pub fn join_all(
     Ok(())
 }
 
-/// Enter every namespace of process `pid` that differs from ours: the
-/// user namespace first (it grants the rights for the others), the mount
-/// namespace last (it changes the root). The pid namespace applies to
-/// children forked afterwards.
-pub fn enter_all_of(pid: i32) -> Result<(), NamespaceError> {
+/// Enter every namespace of process `pid` that differs from ours; returns
+/// whether that included a user namespace. As a regular user the user
+/// namespace comes first (it grants the rights for the others); as host
+/// root it comes last: host root may enter any namespace, but once in the
+/// container's user namespace it may no longer enter one owned by another
+/// (a pod's pid or IPC namespace the container joined). The mount
+/// namespace comes after the others (it changes the root). The pid
+/// namespace applies to children forked afterwards.
+pub fn enter_all_of(pid: i32) -> Result<bool, NamespaceError> {
     let order = [
         ("user", CloneFlags::CLONE_NEWUSER),
         ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -175,11 +179,18 @@ pub fn enter_all_of(pid: i32) -> Result<(), NamespaceError> {
         })?;
         files.push((theirs, f, flag));
     }
+    let user = files
+        .iter()
+        .any(|(_, _, f)| *f == CloneFlags::CLONE_NEWUSER);
+    if crate::userns::host_root() {
+        // Stable: the mount namespace stays after the others.
+        files.sort_by_key(|(_, _, f)| *f == CloneFlags::CLONE_NEWUSER);
+    }
     for (path, f, flag) in files {
         nix::sched::setns(f, flag).map_err(|e| NamespaceError::Join {
             path: path.into(),
             message: format!("setns: {}", e.desc()),
         })?;
     }
-    Ok(())
+    Ok(user)
 }

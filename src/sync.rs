@@ -11,7 +11,7 @@
 //!   clone ------------------------------>    wait_maps_written()
 //!   write uid/gid maps
 //!   maps_written(idmap) ---------------->    capture bind sources
-//!   [host root] idmap them <-------------    request_idmap(fds)
+//!   [host root] idmap them <-------------    request_idmap(root, binds)
 //!   idmap_done() ----------------------->    (set up mounts, hostname, ...)
 //!   wait_started() <---------------------    failed(step, msg)  or  exec (EOF)
 //! ```
@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 /// Largest message; fixed so a packet is never truncated silently.
 const MAX_MESSAGE: usize = 64 * 1024;
-const MAX_FDS: usize = 64;
+/// SCM_MAX_FD: the most fds one message may carry (a bundle's binds).
+const MAX_FDS: usize = 253;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -55,11 +56,14 @@ pub enum Message {
     /// Parent → child: the uid/gid maps are written. With `idmap`, the
     /// child must send its bind sources for idmapping (host root mode).
     MapsWritten { idmap: bool },
-    /// Child → parent: detached bind sources (fds attached, in order) for
-    /// the parent to idmap; `mounts` are their indexes in the plan.
-    IdmapRequest { mounts: Vec<usize> },
-    /// Parent → child: every fd of the request is idmapped.
-    IdmapDone,
+    /// Child → parent: detached mounts (fds attached, in order) for the
+    /// parent to idmap: the root first when `root`, then the bind sources,
+    /// `mounts` being their indexes in the plan.
+    IdmapRequest { root: bool, mounts: Vec<usize> },
+    /// Parent → child: every fd of the request is idmapped; with `root`,
+    /// the root to use instead is attached (an overlayfs rootfs, rebuilt
+    /// on idmapped layers).
+    IdmapDone { root: bool },
     /// Child → parent: the exec-audit listener (fd attached); the parent
     /// must serve it from now on, the user process's exec waits on it.
     Listening,
@@ -109,7 +113,7 @@ impl Message {
         match self {
             Message::MapsWritten { .. } => "MapsWritten",
             Message::IdmapRequest { .. } => "IdmapRequest",
-            Message::IdmapDone => "IdmapDone",
+            Message::IdmapDone { .. } => "IdmapDone",
             Message::Listening => "Listening",
             Message::Ready => "Ready",
             Message::Console => "Console",
@@ -238,7 +242,10 @@ pub fn channel() -> Result<(ParentEnd, ChildEnd), SyncError> {
 
 /// What the parent receives when it waits for the idmap request.
 pub enum IdmapRequest {
-    Mounts(Vec<(usize, OwnedFd)>),
+    Mounts {
+        root: Option<OwnedFd>,
+        binds: Vec<(usize, OwnedFd)>,
+    },
     Failed(SetupOutcome),
 }
 
@@ -267,14 +274,19 @@ impl ParentEnd {
     pub fn wait_idmap_request(&self) -> Result<IdmapRequest, SyncError> {
         match self.0.recv()? {
             None => Err(SyncError::Closed("IdmapRequest")),
-            Some((Message::IdmapRequest { mounts }, fds)) => {
-                if mounts.len() != fds.len() {
+            Some((Message::IdmapRequest { root, mounts }, mut fds)) => {
+                let expected = mounts.len() + usize::from(root);
+                if expected != fds.len() {
                     return Err(SyncError::FdCount {
-                        expected: mounts.len(),
+                        expected,
                         got: fds.len(),
                     });
                 }
-                Ok(IdmapRequest::Mounts(mounts.into_iter().zip(fds).collect()))
+                let root = root.then(|| fds.remove(0));
+                Ok(IdmapRequest::Mounts {
+                    root,
+                    binds: mounts.into_iter().zip(fds).collect(),
+                })
             }
             Some((
                 Message::Failed {
@@ -295,8 +307,13 @@ impl ParentEnd {
         }
     }
 
-    pub fn idmap_done(&self) -> Result<(), SyncError> {
-        self.0.send(&Message::IdmapDone, &[])
+    /// The idmapping is done; `root` replaces the child's root.
+    pub fn idmap_done(&self, root: Option<&OwnedFd>) -> Result<(), SyncError> {
+        let fds: Vec<RawFd> = root.iter().map(|fd| fd.as_raw_fd()).collect();
+        let msg = Message::IdmapDone {
+            root: root.is_some(),
+        };
+        self.0.send(&msg, &fds)
     }
 
     pub fn wait_started(&self) -> Result<SetupOutcome, SyncError> {
@@ -430,15 +447,35 @@ impl ChildEnd {
         }
     }
 
-    /// Send detached bind sources to the parent and wait until it has
-    /// idmapped them.
-    pub fn request_idmap(&self, mounts: &[(usize, &OwnedFd)]) -> Result<(), SyncError> {
+    /// Send the detached root (when given) and bind sources to the parent
+    /// and wait until it has idmapped them; returns the root to use
+    /// instead, when the parent made one.
+    pub fn request_idmap(
+        &self,
+        root: Option<&OwnedFd>,
+        mounts: &[(usize, &OwnedFd)],
+    ) -> Result<Option<OwnedFd>, SyncError> {
         let idx = mounts.iter().map(|(i, _)| *i).collect();
-        let fds: Vec<RawFd> = mounts.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-        self.0.send(&Message::IdmapRequest { mounts: idx }, &fds)?;
+        let fds: Vec<RawFd> = root
+            .iter()
+            .map(|fd| fd.as_raw_fd())
+            .chain(mounts.iter().map(|(_, fd)| fd.as_raw_fd()))
+            .collect();
+        let msg = Message::IdmapRequest {
+            root: root.is_some(),
+            mounts: idx,
+        };
+        self.0.send(&msg, &fds)?;
         match self.0.recv()? {
             None => Err(SyncError::Closed("IdmapDone")),
-            Some((Message::IdmapDone, _)) => Ok(()),
+            Some((Message::IdmapDone { root }, mut fds)) => match (root, fds.pop()) {
+                (false, None) => Ok(None),
+                (true, Some(fd)) if fds.is_empty() => Ok(Some(fd)),
+                (_, fd) => Err(SyncError::FdCount {
+                    expected: usize::from(root),
+                    got: fds.len() + usize::from(fd.is_some()),
+                }),
+            },
             Some((other, _)) => Err(SyncError::Unexpected {
                 expected: "IdmapDone",
                 received: other.name().into(),

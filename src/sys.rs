@@ -108,6 +108,37 @@ pub fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `open_tree(dirfd, rel, OPEN_TREE_CLONE|OPEN_TREE_CLOEXEC)`: a detached
+/// copy of the mount `dirfd` refers to, rooted at `rel` below it (not
+/// following symlinks out of it: `rel` comes from mountinfo).
+pub fn clone_tree_at(dirfd: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd> {
+    let c = cpath(rel)?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    // SAFETY: `c` is a valid NUL-terminated string alive for the call,
+    // `dirfd` a borrowed open fd; the returned fd is new and ours.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dirfd.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(SysError::new(format!(
+            "open_tree(fd {}, {rel:?}, CLONE)",
+            dirfd.as_raw_fd()
+        )));
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `prctl(PR_SET_SECUREBITS, bits)`.
+pub fn set_securebits(bits: u64) -> nix::Result<()> {
+    // SAFETY: PR_SET_SECUREBITS takes an integer and reads no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits as libc::c_ulong, 0, 0, 0) };
+    nix::errno::Errno::result(rc).map(|_| ())
+}
+
+/// `SECBIT_NO_SETUID_FIXUP`: a change of (fs)uid keeps the capabilities.
+pub const SECBIT_NO_SETUID_FIXUP: u64 = 1 << 2;
+
 /// `mount_setattr(fd, "", AT_EMPTY_PATH[|AT_RECURSIVE], ...)` on a mount fd.
 pub fn mount_setattr(
     fd: BorrowedFd<'_>,
@@ -192,6 +223,107 @@ pub fn attach_mount_at(fd: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<()>
         return Err(SysError::new("move_mount(fd, target fd)".into()));
     }
     Ok(())
+}
+
+/// A new instance of filesystem `fstype` as a detached mount:
+/// `fsopen(fstype)`, each comma-separated option of `options` set
+/// (`key=value` as a string, `key` alone as a flag), `FSCONFIG_CMD_CREATE`,
+/// then `fsmount` with the `MOUNT_ATTR_*` flags `attrs`. The instance
+/// belongs to the namespaces of the calling process (the network namespace
+/// for sysfs, the IPC namespace for mqueue, the active pid namespace for
+/// proc), whichever process later attaches it.
+pub fn new_fs_mount(fstype: &str, options: &str, attrs: u64) -> Result<OwnedFd> {
+    let opts: Vec<(&str, Option<&str>)> = options
+        .split(',')
+        .filter(|o| !o.is_empty())
+        .map(|o| match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o, None),
+        })
+        .collect();
+    new_fs_mount_opts(fstype, &opts, attrs)
+}
+
+/// [`new_fs_mount`] with the options given one by one (values may hold
+/// commas: overlayfs layer paths).
+pub fn new_fs_mount_opts(
+    fstype: &str,
+    options: &[(&str, Option<&str>)],
+    attrs: u64,
+) -> Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    let name = CString::new(fstype).map_err(|_| SysError {
+        call: format!("fsopen({fstype:?})"),
+        errno: Errno::EINVAL,
+    })?;
+    // SAFETY: `name` is a valid NUL-terminated string alive for the call;
+    // the returned fd is new and owned by nobody else.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) };
+    if fs < 0 {
+        return Err(SysError::new(format!("fsopen({fstype:?})")));
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    for &(key, value) in options {
+        let opt = match value {
+            Some(v) => format!("{key}={v}"),
+            None => key.to_string(),
+        };
+        let bad = || SysError {
+            call: format!("fsconfig({fstype:?}, {opt:?})"),
+            errno: Errno::EINVAL,
+        };
+        let k = CString::new(key).map_err(|_| bad())?;
+        let v = value.map(CString::new).transpose().map_err(|_| bad())?;
+        let (cmd, vptr) = match &v {
+            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: `k` and `v` are valid NUL-terminated strings (or NULL for
+        // a flag) alive for the call; `fs` is the fs context fd.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), vptr, 0) };
+        if ret < 0 {
+            return Err(SysError::new(format!("fsconfig({fstype:?}, {opt:?})")));
+        }
+    }
+    // SAFETY: no pointer arguments; `fs` is the fs context fd.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        let mut err = SysError::new(format!("fsconfig({fstype:?}, CMD_CREATE)"));
+        // The filesystem says why in the context's log, one message per read.
+        let mut buf = [0u8; 512];
+        for _ in 0..4 {
+            match nix::unistd::read(fs.as_raw_fd(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    let msg = String::from_utf8_lossy(&buf[..n]);
+                    err.call.push_str(&format!(" [{}]", msg.trim()));
+                }
+                _ => break,
+            }
+        }
+        return Err(err);
+    }
+    // SAFETY: no pointer arguments; the returned fd is new and ours.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
+    if m < 0 {
+        return Err(SysError::new(format!("fsmount({fstype:?}, {attrs:#x})")));
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
 }
 
 /// Resolution rules of [`openat2`] (`RESOLVE_*`).
@@ -345,6 +477,29 @@ pub fn set_rlimit(resource: i32, soft: u64, hard: u64) -> nix::Result<()> {
     // EINVAL, nothing else.
     #[allow(clippy::unnecessary_cast)]
     let rc = unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &lim) };
+    nix::errno::Errno::result(rc).map(|_| ())
+}
+
+/// `prlimit(2)` on another process: set a resource limit of `pid` (a
+/// container's init, from the runtime, which may raise a hard limit where
+/// the init, in its own user namespace, may not).
+pub fn set_rlimit_of(pid: i32, resource: i32, soft: u64, hard: u64) -> nix::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid rlimit struct on the stack for the duration
+    // of the call, the old-limit pointer is NULL; an unknown resource or
+    // pid makes the kernel return an error, nothing else.
+    #[allow(clippy::unnecessary_cast)]
+    let rc = unsafe {
+        libc::prlimit(
+            pid,
+            resource as libc::__rlimit_resource_t,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
     nix::errno::Errno::result(rc).map(|_| ())
 }
 

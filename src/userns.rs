@@ -80,15 +80,10 @@ impl IdMapPlan {
         let user = User::from_uid(Uid::current()).ok().flatten();
         let name = user.as_ref().map(|u| u.name.clone());
         if uid == 0 && in_initial_userns() {
-            let sub = |file| {
-                lookup_range(Path::new(file), Some("buildcell"), u32::MAX)
-                    .filter(|r| r.count >= RANGE_SIZE)
-                    .map(|r| r.start)
-                    .unwrap_or(ROOT_DEFAULT_START)
-            };
+            let (uid_start, gid_start) = step_host_range();
             return IdMapPlan::HostRoot {
-                uid_start: sub("/etc/subuid"),
-                gid_start: sub("/etc/subgid"),
+                uid_start,
+                gid_start,
             };
         }
         let single = |reason: String| IdMapPlan::Single { uid, gid, reason };
@@ -246,6 +241,42 @@ fn run_helper_args(
         return Err(err(format!("{} ({msg})", out.status)));
     }
     Ok(())
+}
+
+/// The host range of `buildcell step` as host root (uid start, gid start):
+/// the first 65536 ids of the `buildcell` user's subordinate ranges, else
+/// [`ROOT_DEFAULT_START`]. Shared by every step; never part of the pool
+/// bundles get their ranges from (see `idpool`).
+pub fn step_host_range() -> (u32, u32) {
+    let sub = |file| {
+        lookup_range(Path::new(file), Some("buildcell"), u32::MAX)
+            .filter(|r| r.count >= RANGE_SIZE)
+            .map(|r| r.start)
+            .unwrap_or(ROOT_DEFAULT_START)
+    };
+    (sub("/etc/subuid"), sub("/etc/subgid"))
+}
+
+/// Whether buildcell runs as host root: uid 0 in the initial user
+/// namespace (not uid 0 of a rootless engine's namespace).
+pub fn host_root() -> bool {
+    nix::unistd::geteuid().is_root() && in_initial_userns()
+}
+
+/// What `create` does with a bundle that has no user namespace when
+/// buildcell runs as host root: from the profile
+/// ([`crate::policy::user_namespace_policy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserNamespacePolicy {
+    /// Add one: container ids 0..65535 = a host range reserved for the
+    /// container, rootfs and binds idmapped (looks-like-root).
+    #[default]
+    Add,
+    /// Refuse the bundle: it must bring its own user namespace (or come
+    /// from a rootless engine, whose namespace it already runs in).
+    Require,
+    /// Run it as runc does: container root is host root.
+    Off,
 }
 
 /// Whether this process is in the initial user namespace (its uid_map is the

@@ -48,9 +48,9 @@ fn rt_env(
     }
 }
 
-/// A bundle from `buildcell spec` that `build` accepts as host root too:
-/// `spec` maps root's own ids (host root inside), which looks-like-root
-/// refuses, so root's get an unprivileged range.
+/// A bundle from `buildcell spec` with a user namespace of its own also as
+/// host root (where `spec` writes none and buildcell would add one): an
+/// unprivileged range.
 fn pbundle(
     mode: Mode,
     name: &str,
@@ -62,9 +62,19 @@ fn pbundle(
             let maps = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
             c["linux"]["uidMappings"] = maps.clone();
             c["linux"]["gidMappings"] = maps;
+            with_user_namespace(c);
         }
         edit(c)
     })
+}
+
+/// Add a user namespace to a bundle's config if it has none (`buildcell
+/// spec` as host root writes none: buildcell adds one itself).
+fn with_user_namespace(c: &mut Value) {
+    let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+    if !ns.iter().any(|n| n["type"] == "user") {
+        ns.push(json!({"type": "user"}));
+    }
 }
 
 fn state_of(mode: Mode, b: &Path, id: &str) -> Value {
@@ -693,6 +703,7 @@ fn random_user_runs_as_a_drawn_uid_with_gid_0_and_a_passwd_entry() {
                 let one = json!([{"containerID": 0, "hostID": 300000 + caller_uid(m), "size": 1}]);
                 c["linux"]["uidMappings"] = one.clone();
                 c["linux"]["gidMappings"] = one;
+                with_user_namespace(c);
             },
         );
         let r = rt(m, &b, Some("random-user"), &["run", "rb0"]);
@@ -723,6 +734,7 @@ fn random_user_runs_as_a_drawn_uid_with_gid_0_and_a_passwd_entry() {
                 c["root"]["path"] = json!(image);
                 c["linux"]["uidMappings"] = maps.clone();
                 c["linux"]["gidMappings"] = maps.clone();
+                with_user_namespace(c);
             },
         );
         let out = ok(rt(m, &b, Some("random-user"), &["run", "rb1"]));

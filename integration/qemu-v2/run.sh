@@ -173,6 +173,10 @@ mkdir -p "$stage/etc/buildcell/profiles"
 printf 'default_profile = "engine-compat"\n' > "$stage/etc/buildcell/config.toml"
 printf 'extends = "build-network"\n[landlock]\nmode = "best-effort"\n' \
   > "$stage/etc/buildcell/profiles/network-best-effort.toml"
+# The cgroup checks: engine-compat without a required user namespace (this
+# VM's tmpfs root cannot be idmapped on 6.1; smoke.sh checks the refusal).
+printf 'extends = "engine-compat"\n[namespaces]\nnew = ["mount"]\n' \
+  > "$stage/etc/buildcell/profiles/smoke-no-userns.toml"
 
 install -m 755 "$here/init" "$stage/init"
 install -m 755 "$here/smoke.sh" "$stage/smoke.sh"

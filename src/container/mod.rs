@@ -17,9 +17,10 @@ use oci_spec::runtime::Spec;
 use crate::audit::{self, log::AuditLog};
 use crate::cgroups::{Cgroup, CgroupPath, FreezerState, Resources};
 use crate::error::Error;
+use crate::idpool;
 use crate::launch::{self, Gate, Timer};
 use crate::spec::{self, LaunchPlan};
-use crate::userns::IdMapPlan;
+use crate::userns::{IdMapPlan, UserNamespacePolicy};
 use state::{ContainerDir, OciState, Saved, Status};
 
 /// The OCI runtime spec version buildcell implements.
@@ -43,6 +44,59 @@ pub struct CreateArgs {
     pub console_socket: Option<PathBuf>,
     /// How the operator chose the profile (`--profile`, `buildcell-NAME`).
     pub profile: crate::policy::Choice,
+}
+
+/// The state annotation naming the user namespace buildcell added and its
+/// host range: `added: 0 START 65536`.
+pub const USERNS_ANNOTATION: &str = "org.buildcell.userns";
+
+/// Whether `create` adds a user namespace to this bundle: one without its
+/// own, from host root (in the initial user namespace), policy `Add`.
+/// `Require` refuses such a bundle (one line); a rootless engine's bundle
+/// already runs in the engine's user namespace.
+fn adds_userns(policy: UserNamespacePolicy, plan: &LaunchPlan) -> Result<bool, Error> {
+    if plan.namespaces.user || !crate::userns::host_root() {
+        return Ok(false);
+    }
+    match policy {
+        UserNamespacePolicy::Add => Ok(true),
+        UserNamespacePolicy::Off => Ok(false),
+        UserNamespacePolicy::Require => Err(usage(
+            "linux.namespaces: no user namespace, and the policy requires one (user_namespace = \"require\"): the container would run as host root; have the engine give it one (podman --userns=auto or --uidmap, dockerd --userns-remap), run the engine rootless, or use user_namespace = \"add\"",
+        )),
+    }
+}
+
+/// `net.ipv4.ping_group_range` names gids of the writer's user namespace:
+/// docker's `0 2147483647` (every group) cannot be written in a namespace
+/// that maps 0..65535. Clamped to the mapped gids, it still means every
+/// group of the container.
+fn clamp_sysctls_to_range(sysctl: &mut [(String, String)]) {
+    let top = crate::userns::RANGE_SIZE - 1;
+    for (k, v) in sysctl.iter_mut() {
+        if k != "net.ipv4.ping_group_range" {
+            continue;
+        }
+        let ids: Vec<u64> = v
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [lo, hi] = ids[..] {
+            let c = |x: u64| x.min(u64::from(top));
+            *v = format!("{} {}", c(lo), c(hi));
+        }
+    }
+}
+
+/// Releases a reserved id range unless the container was created.
+struct RangeGuard(Option<(idpool::Slot, PathBuf)>);
+
+impl Drop for RangeGuard {
+    fn drop(&mut self) {
+        if let Some((slot, dir)) = self.0.take() {
+            idpool::release(&slot, &dir);
+        }
+    }
 }
 
 /// A bundle's config.json, parsed, with its SHA-256.
@@ -272,7 +326,11 @@ pub fn create(
             "process.terminal is true but no --console-socket was given; pass one or set terminal to false",
         ));
     }
-    let idmap = bundle_idmap(&plan, &bundle.spec)?;
+    let mut idmap = bundle_idmap(&plan, &bundle.spec)?;
+    let add_userns = adds_userns(
+        crate::policy::user_namespace_policy(&policy.loaded.profile),
+        &plan,
+    )?;
     timer.log("config.json validated");
 
     let dir = ContainerDir::create(root, &args.id)?;
@@ -291,6 +349,24 @@ pub fn create(
         policy.notes.push(note);
         plan = policy_plan(&bundle, &policy.loaded.profile, verbose)?;
     }
+    // Looks-like-root: a user namespace of its own, container ids
+    // 0..65535 = a host range reserved for this container alone.
+    let mut range_guard = RangeGuard(None);
+    if add_userns {
+        let (step_uid, step_gid) = crate::userns::step_host_range();
+        let pool = idpool::Pool::load(step_uid, step_gid).map_err(usage)?;
+        let slot = idpool::reserve(&pool, &dir.dir).map_err(usage)?;
+        range_guard.0 = Some((slot, dir.dir.clone()));
+        idmap = Some(IdMapPlan::HostRoot {
+            uid_start: slot.uid_start,
+            gid_start: slot.gid_start,
+        });
+        plan.namespaces.user = true;
+        plan.idmap_mounts = true;
+        clamp_sysctls_to_range(&mut plan.sysctl);
+        timer.log(&format!("user namespace added: {}", slot.describe()));
+    }
+    let added_range = range_guard.0.as_ref().map(|(slot, _)| *slot);
     // The config as created: `exec` takes the seccomp filter and the
     // process defaults from it, whatever happens to the bundle later.
     let config_copy = dir.dir.join("config.json");
@@ -334,6 +410,9 @@ pub fn create(
         serde_json::to_vec(&policy.loaded.profile).map_err(|e| usage(e.to_string()))?,
     )
     .map_err(|e| usage(format!("{}: {e}", dir.dir.display())))?;
+    if let Some(slot) = &added_range {
+        annotations.insert(USERNS_ANNOTATION.into(), slot.describe());
+    }
     let (cgroup, drop_mknod) = make_cgroup(&bundle.spec, &args.id, &mut annotations)?;
     let cgroup_guard = CgroupGuard(cgroup.clone());
     if cgroup.is_some() {
@@ -418,7 +497,8 @@ pub fn create(
         .console_socket
         .as_deref()
         .filter(|_| plan.process.terminal);
-    let created = launch::create(&plan, idmap.as_ref(), gate, console, place, timer)?;
+    let mut created = launch::create(&plan, idmap.as_ref(), gate, console, place, timer)?;
+    let overlay_workdir = created.overlay_workdir.take();
     let pid = created.pid;
     let mut kill_guard = KillGuard(Some(pid));
     let create_container = hooks.create_container().clone().unwrap_or_default();
@@ -454,6 +534,10 @@ pub fn create(
         audit_log: Some(log_path.clone()),
         supervisor_pid: None,
         config_sha256: bundle.sha256.clone(),
+        userns: added_range,
+        overlay_workdir: overlay_workdir
+            .as_ref()
+            .and_then(|d| d.path().map(Path::to_path_buf)),
     };
 
     if let Some(mut log) = log.0.take() {
@@ -488,6 +572,7 @@ pub fn create(
         let failure = created.channel.take_failure();
         let finished = log.finish(Some(code));
         drop(cgroup_guard);
+        drop(range_guard);
         drop(guard);
         if let Some((step, message, exit_code)) = failure {
             return Err(Error::Child {
@@ -518,6 +603,10 @@ pub fn create(
     dir.save(&saved)?;
     kill_guard.0 = None;
     guard.0 = None;
+    range_guard.0 = None;
+    if let Some(d) = overlay_workdir {
+        d.keep();
+    }
     std::mem::forget(cgroup_guard);
     timer.log("created");
     Ok(0)
@@ -1061,7 +1150,16 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<i32, Error> {
     let poststop = saved_hooks(&dir)
         .and_then(|h| h.poststop().clone())
         .unwrap_or_default();
+    let dir_path = dir.dir.clone();
     dir.remove()?;
+    // Every process of the container is gone with its cgroup: its id range
+    // may go to the next container.
+    if let Some(slot) = &saved.userns {
+        idpool::release(slot, &dir_path);
+    }
+    if let Some(w) = &saved.overlay_workdir {
+        let _ = std::fs::remove_dir_all(w);
+    }
     if let Err(e) = crate::hooks::run_all(
         "poststop",
         &poststop,
@@ -1489,4 +1587,26 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
         });
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_group_range_is_clamped_to_the_mapped_gids() {
+        let mut s = vec![
+            (
+                "net.ipv4.ping_group_range".to_string(),
+                "0 2147483647".to_string(),
+            ),
+            (
+                "net.ipv4.ip_unprivileged_port_start".to_string(),
+                "0".to_string(),
+            ),
+        ];
+        clamp_sysctls_to_range(&mut s);
+        assert_eq!(s[0].1, "0 65535");
+        assert_eq!(s[1].1, "0");
+    }
 }

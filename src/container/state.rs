@@ -108,6 +108,14 @@ pub struct Saved {
     /// The bundle's config.json as it was at create (hooks, process).
     #[serde(default)]
     pub config_sha256: String,
+    /// The host id range of the user namespace buildcell added (released
+    /// at `delete`).
+    #[serde(default)]
+    pub userns: Option<crate::idpool::Slot>,
+    /// The work directory of the container's own overlayfs instance
+    /// (removed at `delete`).
+    #[serde(default)]
+    pub overlay_workdir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -554,6 +554,21 @@ impl Evaluation {
     }
 }
 
+/// What `create` does with a root engine's bundle that has no user
+/// namespace: add one (`user_namespace = "add"`, looks-like-root), refuse
+/// it (`"require"`), or, for a profile that does not list `user` among its
+/// new namespaces, run it as the engine asked (as runc would).
+pub fn user_namespace_policy(p: &Profile) -> crate::userns::UserNamespacePolicy {
+    use crate::userns::UserNamespacePolicy;
+    if !p.new_namespaces.iter().any(|n| n == "user") {
+        return UserNamespacePolicy::Off;
+    }
+    match p.user_namespace {
+        profile::UserNamespace::Add => UserNamespacePolicy::Add,
+        profile::UserNamespace::Require => UserNamespacePolicy::Require,
+    }
+}
+
 /// Whether this process is root of the initial user namespace.
 pub fn host_root() -> bool {
     running_as_root() && crate::userns::in_initial_userns()
@@ -598,19 +613,9 @@ pub fn evaluate(
         None => check::narrow_step_capabilities(&loaded.profile, spec),
         Some(_) => None,
     };
-    let mut violations = check::check(&loaded.profile, spec, &ctx);
-    let adds_user_namespace = check::adds_user_namespace(&loaded.profile, spec, host_root);
-    if adds_user_namespace && bundle.is_some() {
-        // Until the launcher can add one to a bundle: never run a root
-        // engine's bundle as host root under a profile that forbids it.
-        violations.insert(
-            0,
-            format!(
-                "linux.namespaces: no user namespace, so the container would run as host root; profile {} requires one and buildcell cannot add it to a bundle yet: run the engine rootless or with --userns=auto",
-                loaded.profile.name
-            ),
-        );
-    }
+    let violations = check::check(&loaded.profile, spec, &ctx);
+    let adds_user_namespace =
+        bundle.is_some() && check::adds_user_namespace(&loaded.profile, spec, host_root);
     let mut notes = check::apply_defaults(&loaded.profile, spec, cgroups);
     notes.extend(narrowed);
     if adds_user_namespace {

@@ -309,17 +309,10 @@ fn an_engine_default_bundle_passes_build() {
         true
     ));
     // A profile that does not require a new user namespace adds none.
-    let compat = load(
-        &Selection {
-            name: "engine-compat".into(),
-            why: "t".into(),
-        },
-        &Config::default(),
-    )
-    .unwrap()
-    .profile;
+    let mut no_user = build();
+    no_user.new_namespaces.retain(|n| n != "user");
     assert!(!check::adds_user_namespace(
-        &compat,
+        &no_user,
         &engine_like(serde_json::json!({})),
         true
     ));

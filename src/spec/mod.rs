@@ -180,9 +180,14 @@ pub fn step_spec(req: &StepRequest) -> Result<Spec, SpecError> {
 /// The config.json `buildcell spec` writes: ready for a rootless caller
 /// (a user namespace mapping only the caller's ids to root, no host
 /// device nodes created, no cgroup writes), and just as valid as root.
-pub fn default_bundle_spec(uid: u32, gid: u32) -> serde_json::Value {
+///
+/// As host root (`host_root`), the config has no user namespace: buildcell
+/// adds one at `create` (looks-like-root: a reserved range, an idmapped
+/// rootfs), as for a root engine's bundle; mapping the caller's own ids
+/// would make container root host root.
+pub fn default_bundle_spec(uid: u32, gid: u32, host_root: bool) -> serde_json::Value {
     let caps = STEP_CAPABILITIES;
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.2.0",
         "process": {
             "terminal": false,
@@ -227,7 +232,18 @@ pub fn default_bundle_spec(uid: u32, gid: u32) -> serde_json::Value {
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ]
         }
-    })
+    });
+    if host_root {
+        let linux = &mut spec["linux"];
+        if let Some(l) = linux.as_object_mut() {
+            l.remove("uidMappings");
+            l.remove("gidMappings");
+        }
+        if let Some(ns) = linux["namespaces"].as_array_mut() {
+            ns.retain(|n| n["type"] != "user");
+        }
+    }
+    spec
 }
 
 /// Flags a mount gets, from its options.
@@ -356,6 +372,11 @@ pub struct LaunchPlan {
     /// `(name, dir)` per v1 hierarchy (`cpu,cpuacct`, `memory`, ...), or
     /// one entry with an empty name on v2. Set once the cgroup exists.
     pub cgroup_dirs: Vec<(String, PathBuf)>,
+    /// A bundle's container in a user namespace buildcell added: its
+    /// rootfs and bind mounts are idmapped with that namespace by the
+    /// runtime (host root), so the image's root-owned files look
+    /// root-owned inside and what it writes is stored as host root.
+    pub idmap_mounts: bool,
     /// How the container is started: `step` forks the user process from a
     /// reaping pid 1; a bundle's init becomes the user process itself.
     pub mode: PlanMode,
@@ -614,6 +635,7 @@ pub fn plan_in(
         sysctl,
         rootfs_propagation,
         cgroup_dirs: Vec::new(),
+        idmap_mounts: false,
         mode,
         verbose,
     })
@@ -798,6 +820,8 @@ fn plan_mount(
             "suid" | "dev" | "exec" | "relatime" | "norelatime" | "strictatime" | "noatime"
             | "nodiratime" | "defaults" | "async" | "sync" | "dirsync" | "tmpcopyup"
             | "nosymfollow" => {}
+            // buildah run -v SRC:DST (no options) sends one empty option.
+            "" => {}
             other if other.contains('=') || other == "newinstance" => data.push(other.to_string()),
             other => {
                 return Err(field(
@@ -938,6 +962,10 @@ mod tests {
         let e = plan(&spec, vec![], false).unwrap_err().to_string();
         assert!(e.starts_with("mounts[0].destination:"), "{e}");
         mounts[0].set_destination("/proc".into());
+        // buildah run -v SRC:DST sends one empty option: accepted.
+        mounts[0].set_options(Some(vec!["".into(), "nosuid".into()]));
+        spec.set_mounts(Some(mounts.clone()));
+        assert!(plan(&spec, vec![], false).is_ok());
         mounts[0].set_options(Some(vec!["frobnicate".into()]));
         spec.set_mounts(Some(mounts));
         let e = plan(&spec, vec![], false).unwrap_err().to_string();

@@ -151,6 +151,25 @@ fn write_test_policy(dir: &Path) {
         "extends = \"build\"\n[audit]\nsync = \"record\"\n",
     )
     .unwrap();
+    // looks-like-root refusing instead of adding, and a profile that runs a
+    // root bundle without a user namespace as host root (as runc).
+    fs::write(
+        profiles.join("userns-require.toml"),
+        "extends = \"engine-compat\"\n[namespaces]\nuser_namespace = \"require\"\n",
+    )
+    .unwrap();
+    fs::write(
+        profiles.join("no-userns.toml"),
+        "extends = \"engine-compat\"\n[namespaces]\nnew = [\"mount\"]\n",
+    )
+    .unwrap();
+    // setuid binaries take effect: no forced no_new_privs, no seccomp
+    // filter of buildcell's (installing one sets no_new_privs).
+    fs::write(
+        profiles.join("setuid-allowed.toml"),
+        "extends = \"engine-compat\"\n[process]\nno_new_privileges = false\n[seccomp]\nprofile = \"none\"\n",
+    )
+    .unwrap();
     for p in [&profiles, dir] {
         fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
     }
