@@ -61,6 +61,26 @@ check "podman run --network host under engine-compat runs" "compat-ok" \
   "${P[@]}" --runtime "$COMPAT" run --rm "${ULIMITS[@]}" --network host "$IMG" echo compat-ok
 section_end podman
 
+# build itself runs an engine's default container: podman with its storage
+# where podman keeps it (under /var/lib/containers and /run/containers,
+# which build allows to bind from), no network, as root: looks-like-root.
+section "podman (root) default container under build"
+PS=/var/lib/containers/buildcell-policy-$$ PR=/run/containers/buildcell-policy-$$
+P2=(podman --root "$PS" --runroot "$PR" --cgroup-manager cgroupfs --events-backend none
+    --storage-driver overlay)
+on_exit "${P2[*]} rm -af -t 0 >/dev/null 2>&1; umount_under $PS; umount_under $PR; rm -rf $PS $PR"
+"${P2[@]}" load -q -i "$WORK/image.tar" >/dev/null
+check "podman run --network none under build runs, root inside" "uid=0(root)" \
+  "${P2[@]}" --runtime "$BUILD" run --rm "${ULIMITS[@]}" --network none "$IMG" id
+check "podman run under build: the profile is in the state" "org.buildcell.policy.profile" \
+  sh -c "${P2[*]} --runtime $BUILD run -d --name st ${ULIMITS[*]} --network none $IMG sleep 30 >/dev/null &&
+         $BUILD state \$(${P2[*]} inspect -f '{{.Id}}' st)"
+check "podman run under build: an unprivileged host uid" "unprivileged" \
+  sh -c "pid=\$(${P2[*]} inspect -f '{{.State.Pid}}' st); u=\$(awk '/^Uid:/{print \$2}' /proc/\$pid/status);
+         [ \"\$u\" -ge 65536 ] && echo unprivileged \$u"
+"${P2[@]}" rm -f -t 0 st >/dev/null 2>&1 || true
+section_end podman-build
+
 section "buildah (root) under build"
 B=(buildah --root "$WORK/buildah/storage" --runroot "$WORK/buildah/run" --storage-driver overlay)
 on_exit "${B[*]} rm -a >/dev/null 2>&1; umount_under $WORK/buildah"

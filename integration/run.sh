@@ -148,9 +148,12 @@ userns_status=0
 if [ "$rt_name" = buildcell ]; then
   echo "==> looks-like-root: the root engines' containers seen from the host" >&2
   upass=0 ufail=0
+  # As the recipes: called as buildcell-engine-compat (volumes under
+  # /tmp, setuid probes; engine-compat keeps looks-like-root).
+  compat_rt=$(stage "$rt_path" userns-check buildcell-engine-compat)
   for r in $RECIPES; do
     case $r in *rootless*) continue ;; esac
-    "$HERE/userns-check.sh" "$r" "$rt_path" >"$OUT/$rt_name/$r.userns" 2>&1 || userns_status=1
+    "$HERE/userns-check.sh" "$r" "$compat_rt" >"$OUT/$rt_name/$r.userns" 2>&1 || userns_status=1
     grep -E '^(PASS|FAIL|SKIP) |^       > |^     \| ' "$OUT/$rt_name/$r.userns" | sed "s/^/    $r: /" >&2
     upass=$((upass + $(grep -c '^PASS ' "$OUT/$rt_name/$r.userns"))) || true
     ufail=$((ufail + $(grep -c '^FAIL ' "$OUT/$rt_name/$r.userns"))) || true

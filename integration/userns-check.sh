@@ -282,7 +282,11 @@ docker)
   D=$WORK/docker
   mkdir -p "$D" "$WORK/bk-path"
   echo '{}' >"$D/daemon.json"
-  ln -s "$RT" "$WORK/bk-path/runc"   # BuildKit runs the first runc on dockerd's PATH
+  # BuildKit runs the first runc on dockerd's PATH: a script that execs the
+  # runtime by its own path, so it keeps its name (buildcell-NAME picks the
+  # profile; a symlink named runc would not).
+  printf '#!/bin/sh\nexec %q "$@"\n' "$RT" >"$WORK/bk-path/runc"
+  chmod 755 "$WORK/bk-path/runc"
   DOCKER=/usr/bin/docker
   DK=("$DOCKER" -H "unix://$D/docker.sock")
   PATH="$WORK/bk-path:$PATH" dockerd --config-file "$D/daemon.json" --data-root "$D/data" --exec-root "$D/exec" \

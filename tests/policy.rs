@@ -583,7 +583,9 @@ fn a_joined_network_namespace_with_links_is_refused_by_build() {
             .status();
     }
     let ok_ip = std::process::Command::new("ip")
-        .args(["-n", &names[1], "link", "add", "dummy0", "type", "dummy"])
+        .args([
+            "-n", &names[1], "link", "add", "bcv0", "type", "veth", "peer", "name", "bcv1",
+        ])
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
@@ -596,7 +598,7 @@ fn a_joined_network_namespace_with_links_is_refused_by_build() {
     };
     if !ok_ip {
         cleanup();
-        return skip("ip (iproute2) with the dummy link type is needed");
+        return skip("ip (iproute2) with the veth link type is needed");
     }
     let joined = |name: &str| {
         pbundle(m, &format!("netjoin-{name}"), &["true"], |c| {
@@ -618,7 +620,20 @@ fn a_joined_network_namespace_with_links_is_refused_by_build() {
     cleanup();
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r2.code, 1, "{r2:?}");
-    assert!(r2.stdout.contains(&format!("linux.namespaces: network namespace is joined by path /run/netns/{} with links dummy0; profile build allows network = loopback (nothing but lo)", names[1])), "{r2:?}");
+    let want = format!(
+        "linux.namespaces: network namespace is joined by path /run/netns/{} with links ",
+        names[1]
+    );
+    assert!(r2.stdout.contains(&want), "{r2:?}");
+    assert!(
+        r2.stdout.contains("bcv0") && r2.stdout.contains("bcv1"),
+        "{r2:?}"
+    );
+    assert!(
+        r2.stdout
+            .contains("profile build allows network = loopback (nothing but lo)"),
+        "{r2:?}"
+    );
 }
 
 #[test]

@@ -160,12 +160,14 @@ bundle relative '.process.args = ["true"] | del(.linux.cgroupsPath)'
 # (10) Landlock on an older ABI (Debian's 6.1: ABI 2, no TCP rules): a
 # bundle under build-network (landlock = require, TCP connect 80/443) must
 # be refused naming ABI 4; the same under a best-effort copy must run and
-# say in its state what was not enforced. A user namespace mapping ids to
-# themselves (the profiles require one; the rootfs is root's).
+# say in its state what was not enforced. A user namespace of its own with
+# an unprivileged range (the profiles require one and refuse a map of host
+# root; the VM's tmpfs cannot be idmapped on 6.1, so buildcell could not
+# add one); busybox stays readable and executable for that range.
 bundle landlock '.process.args = ["true"]
   | .linux.namespaces += [{type: "user"}]
-  | .linux.uidMappings = [{containerID: 0, hostID: 0, size: 65536}]
-  | .linux.gidMappings = [{containerID: 0, hostID: 0, size: 65536}]'
+  | .linux.uidMappings = [{containerID: 0, hostID: 100000, size: 65536}]
+  | .linux.gidMappings = [{containerID: 0, hostID: 100000, size: 65536}]'
 # The cgroup checks exercise the OCI contract (devices, CAP_MKNOD, bundles
 # without a user namespace): they run under engine-compat, the default of
 # this VM's config; the Landlock checks name their profiles.
