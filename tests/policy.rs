@@ -803,3 +803,48 @@ fn audit_sync_record_syncs_the_log_after_every_record() {
     assert!(each >= 22, "sync = record: {each} fdatasync calls");
     assert!(default <= 3, "default: {default} fdatasync calls");
 }
+
+#[test]
+fn a_user_config_and_profiles_under_xdg_config_home_apply() {
+    // Not as root: root reads /etc/buildcell only.
+    if !harness().modes.contains(&Mode::User) {
+        return skip("needs the unprivileged test user");
+    }
+    let m = Mode::User;
+    let d = workdir(m, "xdgconf");
+    let conf = d.join("xdg");
+    let profiles = conf.join("buildcell/profiles");
+    fs::create_dir_all(&profiles).unwrap();
+    fs::write(
+        conf.join("buildcell/config.toml"),
+        "default_profile = \"mine\"\n",
+    )
+    .unwrap();
+    fs::write(
+        profiles.join("mine.toml"),
+        "extends = \"build\"\ndescription = \"a user's own\"\n[process]\ncapabilities = []\n",
+    )
+    .unwrap();
+    for p in [&d, &conf, &conf.join("buildcell"), &profiles] {
+        chown_to(m, p);
+    }
+    let env = [
+        ("BUILDCELL_CONFIG", ""),
+        ("XDG_CONFIG_HOME", conf.to_str().unwrap()),
+    ];
+    let r = run_env(m, &d, &["policy", "list"], &env);
+    assert!(
+        r.stdout.contains(&format!(
+            "* mine             {}",
+            profiles.join("mine.toml").display()
+        )),
+        "{r:?}"
+    );
+    let r = run_env(
+        m,
+        &d,
+        &["step", "--", "grep", "CapBnd", "/proc/self/status"],
+        &env,
+    );
+    assert_eq!(r.stdout.trim(), "CapBnd:\t0000000000000000", "{r:?}");
+}

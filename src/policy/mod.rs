@@ -120,7 +120,8 @@ impl Config {
     /// `$BUILDCELL_CONFIG`, else the user's config (not as root), else
     /// `/etc/buildcell/config.toml`; none of them: built-in defaults.
     pub fn load() -> Result<Config, PolicyError> {
-        let candidates: Vec<PathBuf> = match std::env::var_os("BUILDCELL_CONFIG") {
+        let explicit_path = std::env::var_os("BUILDCELL_CONFIG").filter(|p| !p.is_empty());
+        let candidates: Vec<PathBuf> = match &explicit_path {
             Some(p) => vec![PathBuf::from(p)],
             None => user_config_dir()
                 .map(|d| d.join("config.toml"))
@@ -128,7 +129,7 @@ impl Config {
                 .chain([PathBuf::from("/etc/buildcell/config.toml")])
                 .collect(),
         };
-        let explicit = std::env::var_os("BUILDCELL_CONFIG").is_some();
+        let explicit = explicit_path.is_some();
         for path in candidates {
             match std::fs::read_to_string(&path) {
                 Ok(text) => return Config::parse(&path, &text),
