@@ -807,15 +807,12 @@ fn usage(msg: impl Into<String>) -> Error {
 pub fn step(args: StepArgs, choice: &crate::policy::Choice) -> Result<i32, Error> {
     let timer = Timer::new(args.verbose);
     let req = step_request(&args)?;
-    if let Some(m) = &args.memory {
-        parse_size(m).map_err(|e| usage(format!("--memory {m:?}: {e}")))?;
-        eprintln!("buildcell: --memory {m} accepted but not applied: cgroup limits arrive in a later version");
-    }
-    if let Some(p) = args.pids {
-        if p == 0 {
-            return Err(usage("--pids 0: give a positive number of processes"));
-        }
-        eprintln!("buildcell: --pids {p} accepted but not applied: cgroup limits arrive in a later version");
+    let memory = match &args.memory {
+        Some(m) => Some(parse_size(m).map_err(|e| usage(format!("--memory {m:?}: {e}")))? as i64),
+        None => None,
+    };
+    if args.pids == Some(0) {
+        return Err(usage("--pids 0: give a positive number of processes"));
     }
     let mut spec = spec::step_spec(&req)?;
     // The step's own flags are checked like a bundle: all violations at
@@ -948,7 +945,29 @@ pub fn step(args: StepArgs, choice: &crate::policy::Choice) -> Result<i32, Error
     log.set_redactor(redact);
     log.sync_every_record(profile.sync_every_record);
     timer.log(&format!("audit log {}", log.path().display()));
-    let result = launch::run(&plan, &idmap, timer, Some(&mut log));
+    let limits = StepLimits {
+        memory: memory.or(profile.memory_default).or(profile.memory_max),
+        pids: args
+            .pids
+            .map(|p| p as i64)
+            .or(profile.pids_default)
+            .or(profile.pids_max),
+        cpus: profile.cpus_default.or(profile.cpus_max),
+    };
+    let cgroup = step_cgroup(&limits, profile)?;
+    match &cgroup {
+        Some(cg) => timer.log(&format!("cgroup {} ({})", cg.0.dirs()[0].path.display(), limits.describe())),
+        None if args.memory.is_some() || args.pids.is_some() => eprintln!(
+            "buildcell: --memory/--pids not applied: this user may not create cgroups (no cgroup delegation without systemd); run as root for limits"
+        ),
+        None => {}
+    }
+    let place = |pid: i32| match &cgroup {
+        Some(cg) => cg.0.add_pid(pid).map_err(|e| usage(e.to_string())),
+        None => Ok(()),
+    };
+    let result = launch::run(&plan, &idmap, timer, Some(&mut log), place);
+    drop(cgroup);
     let status = match &result {
         Ok(code) => Some(*code),
         Err(e) => Some(e.exit_code()),
@@ -1013,6 +1032,82 @@ pub fn step_landlock(args: &StepArgs, cwd: &Path) -> Result<Option<LandlockPlan>
         return Ok(None);
     }
     Ok(Some(plan))
+}
+
+/// A step's cgroup limits: `--memory`/`--pids`, else the profile's
+/// defaults (or maxima).
+struct StepLimits {
+    memory: Option<i64>,
+    pids: Option<i64>,
+    cpus: Option<f64>,
+}
+
+impl StepLimits {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = self.memory {
+            parts.push(format!("memory {} MiB", m >> 20));
+        }
+        if let Some(p) = self.pids {
+            parts.push(format!("pids {p}"));
+        }
+        if let Some(c) = self.cpus {
+            parts.push(format!("{c} CPUs"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// A step's own cgroup, killed and removed when dropped.
+struct StepCgroup(crate::cgroups::Cgroup);
+
+impl Drop for StepCgroup {
+    fn drop(&mut self) {
+        let _ = self.0.kill_all(nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.remove();
+    }
+}
+
+/// The step's cgroup with its limits, under the caller's own cgroup
+/// (`buildcell-step-PID`). A caller that may not create cgroups (no
+/// delegation) runs the step without one (`None`); limits above the
+/// profile's maxima are refused.
+fn step_cgroup(
+    limits: &StepLimits,
+    profile: &crate::policy::Profile,
+) -> Result<Option<StepCgroup>, Error> {
+    use crate::cgroups::{Cgroup, CgroupPath, Layout, Resources};
+    let over = |what: &str, v: i64, max: Option<i64>| match max {
+        Some(m) if v > m => Err(usage(format!(
+            "--{what} {v}: above profile {}'s {what} maximum {m}; ask for less",
+            profile.name
+        ))),
+        _ => Ok(()),
+    };
+    if let Some(m) = limits.memory {
+        over("memory", m, profile.memory_max)?;
+    }
+    if let Some(p) = limits.pids {
+        over("pids", p, profile.pids_max)?;
+    }
+    if limits.memory.is_none() && limits.pids.is_none() && limits.cpus.is_none() {
+        return Ok(None);
+    }
+    let mut r = Resources::default();
+    r.memory.limit = limits.memory;
+    r.pids_limit = limits.pids;
+    if let Some(c) = limits.cpus {
+        r.cpu.period = Some(100_000);
+        r.cpu.quota = Some((c * 100_000.0).round() as i64);
+    }
+    let layout = Layout::detect().map_err(|e| usage(e.to_string()))?;
+    let path = CgroupPath::from_spec(None, &format!("buildcell-step-{}", std::process::id()))
+        .map_err(|e| usage(e.to_string()))?;
+    match Cgroup::create_in(&layout, &path, &r) {
+        Ok(cg) => Ok(Some(StepCgroup(cg))),
+        Err(e) if e.is_permission_denied() && crate::container::rootless() => Ok(None),
+        Err(e) => Err(usage(e.to_string())),
+    }
 }
 
 /// Removes a directory when dropped (the step's synthesized passwd).

@@ -110,6 +110,7 @@ pub fn run(
     idmap: &IdMapPlan,
     timer: Timer,
     audit: Option<&mut AuditLog>,
+    place: impl FnOnce(i32) -> Result<(), Error>,
 ) -> Result<i32, Error> {
     timer.log(&format!("id maps: {}", idmap.describe()));
 
@@ -121,7 +122,10 @@ pub fn run(
         message: errno.desc().into(),
     })?;
 
-    let pid = match namespaces::clone_into(&plan.namespaces)? {
+    let mut flags = plan.namespaces;
+    // Made by the init itself once it is in its cgroup.
+    flags.cgroup = false;
+    let pid = match namespaces::clone_into(&flags)? {
         None => {
             drop(parent_end);
             container_init(plan, child_end, sfd, Premade::new(), timer)
@@ -132,6 +136,8 @@ pub fn run(
     let mut guard = ChildGuard(Some(pid));
     timer.log(&format!("cloned sandbox init, host pid {pid}"));
 
+    // Into the step's cgroup (when it has one) before anything runs.
+    place(pid.as_raw())?;
     idmap.write(pid.as_raw())?;
     timer.log("uid/gid maps written");
 
@@ -488,13 +494,13 @@ fn init_steps(
     // Supplementary groups of the caller mean nothing inside; drop them where
     // the maps allow it (setgroups is denied with a single-id map).
     let _ = nix::unistd::setgroups(&[]);
+    // The cgroup namespace is made only now, rooted at the cgroup the
+    // parent moved this process into.
+    if plan.namespaces.cgroup {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(fail("cgroup namespace"))?;
+    }
     if plan.mode == PlanMode::Bundle {
-        // The cgroup namespace is made only now, rooted at the cgroup the
-        // parent moved this process into.
-        if plan.namespaces.cgroup {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-                .map_err(fail("cgroup namespace"))?;
-        }
         // Written through the host's /proc, before the pivot hides it
         // (unless the parent, as host root, already did: lowering it needs
         // CAP_SYS_RESOURCE of the host, which a user namespace lacks).

@@ -831,23 +831,54 @@ fn workdir_flag_sets_the_working_directory() {
 }
 
 #[test]
-fn limits_are_accepted_and_reported_not_applied() {
+fn limits_apply_as_root_and_are_reported_rootless() {
     each_mode(|m| {
         let d = workdir(m, "limits");
-        let r = run(
+        // dd's 200 MiB buffer in a 64 MiB cgroup: the kernel OOM-kills it;
+        // a fork loop stops at the pids limit.
+        let oom = run(
             m,
             &d,
-            &["step", "--memory", "256m", "--pids", "64", "--", "true"],
+            &[
+                "step",
+                "--memory",
+                "64m",
+                "--",
+                "dd",
+                "if=/dev/zero",
+                "of=/dev/null",
+                "bs=200M",
+                "count=1",
+            ],
         );
-        assert_eq!(r.code, 0, "{r:?}");
-        assert!(
-            r.stderr.contains("--memory 256m accepted but not applied"),
-            "{r:?}"
+        let forks = run(
+            m,
+            &d,
+            &["step", "--pids", "8", "--", "sh", "-c",
+              "n=0; while [ $n -lt 20 ]; do sleep 5 & n=$((n+1)); done 2>&1 | head -n 1; echo started"],
         );
-        assert!(
-            r.stderr.contains("--pids 64 accepted but not applied"),
-            "{r:?}"
-        );
+        match m {
+            Mode::Root => {
+                assert_eq!(oom.code, 128 + 9, "OOM-killed in its cgroup: {oom:?}");
+                assert!(
+                    forks.stdout.to_lowercase().contains("fork"),
+                    "pids limit: {forks:?}"
+                );
+            }
+            Mode::User => {
+                // No cgroup delegation without systemd: said once, and the
+                // step runs.
+                assert!(
+                    oom.stderr
+                        .contains("--memory/--pids not applied: this user may not create cgroups"),
+                    "{oom:?}"
+                );
+                assert!(forks.stdout.contains("started"), "{forks:?}");
+            }
+        }
+        // Above the profile's maximum (build: 16G), or not a size.
+        let r = run(m, &d, &["step", "--memory", "64g", "--", "true"]);
+        assert_refused(&r, 125, "above profile build's memory maximum");
         let r = run(m, &d, &["step", "--memory", "lots", "--", "true"]);
         assert_eq!(r.code, 125, "{r:?}");
     });
