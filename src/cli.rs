@@ -250,7 +250,8 @@ pub struct UpdateCmd {
 pub struct RunCmd {
     #[command(flatten)]
     pub create: CreateCmd,
-    /// Not supported: run always stays in the foreground.
+    /// Create and start the container, then return (it keeps running,
+    /// audited by its detached supervisor, like `create` + `start`).
     #[arg(long, short = 'd')]
     pub detach: bool,
 }
@@ -536,12 +537,21 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
         Command::Policy(cmd) => policy(cmd, &crate::policy::Choice::from_env(g.profile.clone())),
         Command::Create(a) => c::create(&root(), &create_args(&a)?, false, g.debug),
         Command::Run(a) => {
+            let args = create_args(&a.create)?;
             if a.detach {
-                return Err(usage(
-                    "run --detach is not supported; use create and start",
-                ));
+                // As runc run -d: create (the detached audit supervisor
+                // and all), then start, and leave it running. A failed
+                // start leaves nothing behind.
+                c::create(&root(), &args, false, g.debug)?;
+                return match c::start(&root(), &args.id) {
+                    Ok(code) => Ok(code),
+                    Err(e) => {
+                        let _ = c::delete(&root(), &args.id, true);
+                        Err(e)
+                    }
+                };
             }
-            c::create(&root(), &create_args(&a.create)?, true, g.debug)
+            c::create(&root(), &args, true, g.debug)
         }
         Command::Start { id } => c::start(&root(), &id),
         Command::State { id } => c::state(&root(), &id),

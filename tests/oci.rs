@@ -214,6 +214,19 @@ fn run_is_foreground_with_the_exit_status_and_leaves_no_state() {
         assert!(entries(&b).is_empty(), "{:?}", entries(&b));
         // The same id can be used again at once.
         assert_eq!(rt(mode, &b, &["run", "r1"]).code, 7);
+        // --detach: create + start, the container keeps running, audited.
+        let d = bundle(mode, "run-detach", &["sleep", "30"], |_| {});
+        let pf = d.join("pid").display().to_string();
+        ok(rt(mode, &d, &["run", "--detach", "--pid-file", &pf, "rd1"]));
+        let st = state_json(mode, &d, "rd1");
+        assert_eq!(st["status"], "running", "{st}");
+        assert_eq!(
+            fs::read_to_string(&pf).unwrap().trim(),
+            st["pid"].to_string()
+        );
+        ok(rt(mode, &d, &["exec", "rd1", "true"]));
+        ok(rt(mode, &d, &["delete", "--force", "rd1"]));
+        assert!(entries(&d).is_empty(), "{:?}", entries(&d));
     });
 }
 
