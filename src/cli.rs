@@ -175,7 +175,8 @@ pub struct CreateCmd {
     /// Accepted for runc compatibility; pivot_root is always used.
     #[arg(long)]
     pub no_pivot: bool,
-    /// Extra fds (from 3) passed to the container: not supported, 0 only.
+    /// Pass fds 3..3+N (after LISTEN_FDS's, when set) to the container's
+    /// process, as runc does.
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
     pub id: String,
@@ -210,7 +211,7 @@ pub struct ExecCmd {
     pub caps: Vec<String>,
     #[arg(long)]
     pub no_new_privs: bool,
-    /// Extra fds (from 3) passed to the process: not supported, 0 only.
+    /// Pass fds 3..3+N (after LISTEN_FDS's, when set) to the process.
     #[arg(long, default_value_t = 0)]
     pub preserve_fds: u32,
     pub id: String,
@@ -518,12 +519,8 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
     }
     let root = || g.root.clone().unwrap_or_else(c::state::default_root);
     let create_args = |a: &CreateCmd| -> Result<c::CreateArgs, Error> {
-        if a.preserve_fds != 0 {
-            return Err(usage(
-                "--preserve-fds: passing extra fds is not supported; use 0",
-            ));
-        }
         Ok(c::CreateArgs {
+            extra_fds: c::passed_fds(a.preserve_fds)?,
             id: a.id.clone(),
             bundle: a.bundle.clone(),
             pid_file: a.pid_file.clone(),
@@ -559,10 +556,8 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
         Command::Delete { force, id } => c::delete(&root(), &id, force),
         Command::List { format, quiet } => c::list(&root(), format == "json", quiet),
         Command::Exec(e) => {
-            if e.preserve_fds != 0 {
-                return Err(usage("--preserve-fds: passing extra fds is not supported; use 0"));
-            }
             let a = c::ExecArgs {
+                extra_fds: c::passed_fds(e.preserve_fds)?,
                 id: e.id,
                 process: e.process,
                 detach: e.detach,

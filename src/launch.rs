@@ -839,13 +839,16 @@ fn become_process(
         Gate::Fifo(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
         Gate::Now => None,
     };
-    // Only stdio, the channel and the gate survive, and they are closed
-    // before the cwd is entered: a cwd of /proc/self/fd/N must never reach
-    // a directory of the host through an fd the runtime leaked.
+    // Only stdio, the fds the caller passes on (3..3+extra_fds), the
+    // channel and the gate survive, and they are closed before the cwd is
+    // entered: a cwd of /proc/self/fd/N must never reach a directory of the
+    // host through an fd the runtime leaked (the cwd is resolved without
+    // magic links anyway).
     let keep = chan.as_raw_fd();
-    let top = keep.max(gate_fd.unwrap_or(0));
+    let passed = 3 + p.extra_fds as i32;
+    let top = keep.max(gate_fd.unwrap_or(0)).max(passed - 1);
     sys::close_fds_from(top + 1).map_err(fail("close fds"))?;
-    for fd in 3..top {
+    for fd in passed..top {
         if Some(fd) != gate_fd && fd != keep {
             let _ = nix::unistd::close(fd);
         }

@@ -1232,3 +1232,66 @@ fn bad_exec_update_and_pid_file_input_is_one_line_and_leaves_nothing() {
         .all(|p| !p.contains(&root))));
     });
 }
+
+#[test]
+fn preserve_fds_and_listen_fds_reach_the_process() {
+    each_mode(|mode| {
+        let b = bundle(
+            mode,
+            "fds",
+            &["sh", "-c", "echo to-three >&3; echo to-four >&4; echo \"$LISTEN_FDS $LISTEN_PID\"; ls /proc/self/fd | wc -l"],
+            |_| {},
+        );
+        let (three, four) = (b.join("three.txt"), b.join("four.txt"));
+        for f in [&three, &four] {
+            fs::write(f, "").unwrap();
+            chown_to(mode, f);
+        }
+        let root = root_of(&b);
+        // The caller opens fds 3 and 4 (a shell does it here), as systemd's
+        // socket activation (LISTEN_FDS=1: fd 3) plus --preserve-fds 1 (fd 4).
+        let script = format!(
+            "exec 3>>{} 4>>{}; LISTEN_FDS=1 exec \"$@\"",
+            three.display(),
+            four.display()
+        );
+        let mut args = vec!["sh", "-c", script.as_str(), "sh"];
+        let bin = harness().bin.display().to_string();
+        args.extend_from_slice(&[
+            bin.as_str(),
+            "--root",
+            &root,
+            "--profile",
+            "engine-compat",
+            "run",
+            "--preserve-fds",
+            "1",
+            "f1",
+        ]);
+        let mut c = match (mode, &harness().user) {
+            (Mode::User, Some(u)) => {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", u, "--"]).args(&args);
+                c
+            }
+            _ => {
+                let mut c = std::process::Command::new(args[0]);
+                c.args(&args[1..]);
+                c
+            }
+        };
+        c.current_dir(&b)
+            .env("BUILDCELL_CONFIG", harness().dir.join("config.toml"));
+        let r = finish(c.output().unwrap());
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(fs::read_to_string(&three).unwrap(), "to-three\n");
+        assert_eq!(fs::read_to_string(&four).unwrap(), "to-four\n");
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(lines[0], "1 1", "{r:?}");
+        // 0-4 and the one ls opens: nothing of the runtime's.
+        assert_eq!(lines[1].trim(), "6", "{r:?}");
+        // An fd that is not open: one line, nothing created.
+        let r = rt(mode, &b, &["run", "--preserve-fds", "40", "f2"]);
+        assert_refused(&r, 1, "fd 3 is not open");
+    });
+}

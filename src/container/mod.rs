@@ -44,6 +44,61 @@ pub struct CreateArgs {
     pub console_socket: Option<PathBuf>,
     /// How the operator chose the profile (`--profile`, `buildcell-NAME`).
     pub profile: crate::policy::Choice,
+    /// Fds passed on to the process (see [`passed_fds`]).
+    pub extra_fds: PassedFds,
+}
+
+/// The fds the caller passes to the container's process, as runc does:
+/// systemd's socket activation (`LISTEN_FDS`, fds 3..) then
+/// `--preserve-fds N` (the next N).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassedFds {
+    pub listen: u32,
+    pub preserve: u32,
+}
+
+/// Check the fds the caller passes: `LISTEN_FDS` from the environment and
+/// `--preserve-fds N`; each must be open.
+pub fn passed_fds(preserve: u32) -> Result<PassedFds, Error> {
+    let listen = match std::env::var("LISTEN_FDS") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<u32>()
+            .map_err(|_| usage(format!("LISTEN_FDS={v:?}: not a number of fds")))?,
+        _ => 0,
+    };
+    let fds = PassedFds { listen, preserve };
+    let total = fds.total();
+    if total > 1024 {
+        return Err(usage(format!(
+            "--preserve-fds {preserve} (+ LISTEN_FDS {listen}): at most 1024 fds can be passed"
+        )));
+    }
+    for fd in 3..3 + total as i32 {
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            return Err(usage(format!(
+                "--preserve-fds {preserve} (+ LISTEN_FDS {listen}): fd {fd} is not open; pass only fds this process has"
+            )));
+        }
+    }
+    Ok(fds)
+}
+
+impl PassedFds {
+    pub fn total(&self) -> u32 {
+        self.listen + self.preserve
+    }
+
+    /// Give `plan` the fds, and the socket-activation environment
+    /// (`LISTEN_FDS`, `LISTEN_PID=1`) when there are listen fds.
+    fn apply(&self, plan: &mut crate::spec::ProcessPlan) {
+        plan.extra_fds = self.total();
+        if self.listen > 0 {
+            plan.env
+                .retain(|e| !e.starts_with("LISTEN_FDS=") && !e.starts_with("LISTEN_PID="));
+            plan.env.push(format!("LISTEN_FDS={}", self.listen));
+            plan.env.push("LISTEN_PID=1".into());
+        }
+    }
 }
 
 /// The state annotation naming the user namespace buildcell added and its
@@ -497,6 +552,7 @@ pub fn create(
         .console_socket
         .as_deref()
         .filter(|_| plan.process.terminal);
+    args.extra_fds.apply(&mut plan.process);
     let mut created = launch::create(&plan, idmap.as_ref(), gate, console, place, timer)?;
     let overlay_workdir = created.overlay_workdir.take();
     let pid = created.pid;
@@ -1376,6 +1432,8 @@ pub fn features() -> String {
 /// `exec` arguments.
 pub struct ExecArgs {
     pub id: String,
+    /// Fds passed on to the process (see [`passed_fds`]).
+    pub extra_fds: PassedFds,
     pub process: Option<PathBuf>,
     pub detach: bool,
     pub pid_file: Option<PathBuf>,
@@ -1504,7 +1562,8 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
         .into());
     }
     crate::policy::check::apply_process_defaults(&profile, &mut process);
-    let plan = spec::plan_process(&process, "process")?;
+    let mut plan = spec::plan_process(&process, "process")?;
+    a.extra_fds.apply(&mut plan);
     if plan.terminal && a.console_socket.is_none() {
         return Err(usage(
             "process.terminal is true but no --console-socket was given",

@@ -308,6 +308,9 @@ pub struct ProcessPlan {
     pub rlimits: Vec<Rlimit>,
     pub terminal: bool,
     pub oom_score_adj: Option<i32>,
+    /// Fds 3..3+N the caller passes on (`--preserve-fds`, `LISTEN_FDS`):
+    /// kept open for the process, every other fd is closed.
+    pub extra_fds: u32,
 }
 
 /// The capability sets of the user process (`process.capabilities`).
@@ -567,6 +570,7 @@ pub fn plan_in(
             rlimits: Vec::new(),
             terminal: false,
             oom_score_adj: None,
+            extra_fds: 0,
         },
     };
 
@@ -744,6 +748,7 @@ pub fn plan_process(
         rlimits,
         terminal: process.terminal().unwrap_or(false),
         oom_score_adj: process.oom_score_adj(),
+        extra_fds: 0,
     })
 }
 
