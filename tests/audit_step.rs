@@ -5,46 +5,11 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 
-use buildcell::audit::record::{Body, Exec, Record};
-
-/// A log path outside the step's working directory, writable by the caller.
-fn log_path(m: Mode, name: &str) -> PathBuf {
-    let d = harness().dir.join(format!("logs-{m:?}"));
-    fs::create_dir_all(&d).unwrap();
-    chown_to(m, &d);
-    let p = d.join(format!("{name}.log"));
-    let _ = fs::remove_file(&p);
-    p
-}
-
-fn execs(log: &Path) -> Vec<Exec> {
-    fs::read_to_string(log)
-        .unwrap()
-        .lines()
-        .filter_map(|l| match serde_json::from_str::<Record>(l).unwrap().body {
-            Body::Exec(e) => Some(e),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ran(execs: &[Exec], argv: &[&str]) -> usize {
-    execs
-        .iter()
-        .filter(|e| e.result == "ok" && e.argv == argv)
-        .count()
-}
-
-/// `buildcell step --audit-log LOG ARGS...` in `d`.
-fn audited(m: Mode, d: &Path, log: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["step", "--audit-log", log.to_str().unwrap()];
-    all.extend_from_slice(args);
-    run(m, d, &all)
-}
+use buildcell::audit::record::{Body, Record};
 
 fn verify(m: Mode, log: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["audit", "verify"];
