@@ -153,7 +153,11 @@ fn signed_log_verifies_with_the_public_key() {
         let d = workdir(m, "audit-signed");
         // The default key location: /etc/buildcell as root (here a 0600
         // root-owned key elsewhere, passed with --audit-key), the user's
-        // ~/.config/buildcell otherwise.
+        // $XDG_CONFIG_HOME/buildcell otherwise: here a config home of this
+        // test's own inside the home (hidden from the step), so that the
+        // steps other tests run meanwhile do not pick the key up and lose
+        // it when it is removed.
+        let xdg = home_of(m).join(format!(".config-buildcell-test-{}", std::process::id()));
         let (key, flag) = match m {
             Mode::Root => {
                 let k = harness().dir.join("root-keys");
@@ -162,14 +166,15 @@ fn signed_log_verifies_with_the_public_key() {
                 (k.join("audit.key"), true)
             }
             Mode::User => {
-                let k = home_of(m).join(".config/buildcell");
+                let k = xdg.join("buildcell");
                 let _ = fs::remove_dir_all(&k);
                 fs::create_dir_all(&k).unwrap();
                 chown_to(m, &k);
-                chown_to(m, &home_of(m).join(".config"));
+                chown_to(m, &xdg);
                 (k.join("audit.key"), false)
             }
         };
+        let env = [("XDG_CONFIG_HOME", xdg.to_str().unwrap())];
         let r = run(m, &d, &["audit", "keygen", key.to_str().unwrap()]);
         assert_eq!(r.code, 0, "{r:?}");
         let log = log_path(m, "signed");
@@ -178,7 +183,7 @@ fn signed_log_verifies_with_the_public_key() {
             args.extend(["--audit-key", key.to_str().unwrap()]);
         }
         args.extend(["--", "cat", key.to_str().unwrap()]);
-        let r = run(m, &d, &args);
+        let r = run_env(m, &d, &args, &env);
         // The step cannot read the key that signs its log.
         assert_ne!(r.code, 0, "{r:?}");
         assert!(r.stdout.is_empty(), "{r:?}");
@@ -187,7 +192,7 @@ fn signed_log_verifies_with_the_public_key() {
         assert_eq!(v.code, 0, "{v:?}");
         assert!(v.stdout.contains("last signed checkpoint at seq"), "{v:?}");
         if m == Mode::User {
-            let _ = fs::remove_dir_all(key.parent().unwrap());
+            let _ = fs::remove_dir_all(&xdg);
         }
     });
 }
