@@ -108,6 +108,25 @@ pub fn clone_tree(path: &Path, recursive: bool) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `open_tree(fd, "", OPEN_TREE_CLONE|OPEN_TREE_CLOEXEC|AT_EMPTY_PATH)`: a
+/// detached bind of exactly the object an O_PATH fd refers to (never a
+/// path looked up again).
+pub fn clone_object(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: the path is a static empty C string; `fd` is borrowed for the
+    // call; the returned fd is new and owned by nobody else.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    if ret < 0 {
+        return Err(SysError::new(format!(
+            "open_tree(fd {}, CLONE|EMPTY_PATH)",
+            fd.as_raw_fd()
+        )));
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
 /// `mount_setattr(fd, "", AT_EMPTY_PATH[|AT_RECURSIVE], ...)` on a mount fd.
 pub fn mount_setattr(
     fd: BorrowedFd<'_>,
