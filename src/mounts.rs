@@ -778,14 +778,58 @@ pub fn readonly_paths(paths: &[PathBuf]) -> Result<(), MountError> {
     Ok(())
 }
 
-/// `linux.sysctl`: written through the container's own /proc/sys.
+/// `linux.sysctl`: written through the container's own /proc/sys, each
+/// file opened beneath it without crossing a mount or following a symlink:
+/// a mount the bundle made inside /proc/sys (another proc instance at
+/// /proc/sys/net/ipv4) cannot turn an allowed name (`net.ipv4.sys.kernel.
+/// core_pattern` matches `net.*`) into a write to another sysctl (the
+/// CVE-2025-52881 class: the runtime's writes redirected).
 pub fn write_sysctls(list: &[(String, String)]) -> Result<(), MountError> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    let dir = Path::new("/proc/sys");
+    let call = |op, errno| MountError::Call {
+        op,
+        path: dir.into(),
+        errno,
+    };
+    let procsys = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(sys::own_received_fd)
+    .map_err(|e| call("open", e))?;
+    #[allow(clippy::unnecessary_cast)]
+    let fs_type = nix::sys::statfs::fstatfs(&procsys)
+        .map_err(|e| call("statfs", e))?
+        .filesystem_type()
+        .0 as i64;
+    if fs_type != PROC_SUPER_MAGIC {
+        return Err(call(
+            "write sysctls: not a proc filesystem:",
+            nix::errno::Errno::EXDEV,
+        ));
+    }
     for (k, v) in list {
-        let path = Path::new("/proc/sys").join(k.replace('.', "/"));
-        fs::write(&path, v).map_err(|source| MountError::Write {
+        let rel = PathBuf::from(k.replace('.', "/"));
+        let path = dir.join(&rel);
+        let fd = sys::openat2(
+            procsys.as_fd(),
+            &rel,
+            libc::O_WRONLY,
+            sys::resolve::BENEATH | sys::resolve::NO_XDEV | sys::resolve::NO_SYMLINKS,
+        )
+        .map_err(|source| MountError::Sys {
+            what: "open (beneath /proc/sys, crossing no mount)",
             path: path.clone(),
             source,
         })?;
+        use std::io::Write;
+        fs::File::from(fd)
+            .write_all(v.as_bytes())
+            .map_err(|source| MountError::Write { path, source })?;
     }
     Ok(())
 }

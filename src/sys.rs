@@ -218,6 +218,8 @@ pub mod resolve {
     pub const NO_MAGICLINKS: u64 = libc::RESOLVE_NO_MAGICLINKS;
     pub const NO_SYMLINKS: u64 = libc::RESOLVE_NO_SYMLINKS;
     pub const IN_ROOT: u64 = libc::RESOLVE_IN_ROOT;
+    pub const BENEATH: u64 = libc::RESOLVE_BENEATH;
+    pub const NO_XDEV: u64 = libc::RESOLVE_NO_XDEV;
 }
 
 /// `openat2(dirfd, path, {flags, 0, resolve})`.
