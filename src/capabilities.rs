@@ -91,12 +91,15 @@ fn set_ids(user: &UserPlan) -> Result<(), CapError> {
     }
     let gid = Gid::from_raw(user.gid);
     setresgid(gid, gid, gid).map_err(sys("setresgid"))?;
-    if user.uid != 0 {
-        nix::sys::prctl::set_keepcaps(true).map_err(sys("keep capabilities"))?;
-        let uid = Uid::from_raw(user.uid);
-        setresuid(uid, uid, uid).map_err(sys("setresuid"))?;
-        nix::sys::prctl::set_keepcaps(false).map_err(sys("keep capabilities"))?;
-    }
+    // For uid 0 too: a process that entered the container's user namespace
+    // (`exec`) keeps the host ids it came with until it sets its own. As
+    // host root that is host uid 0, unmapped inside but still the owner of
+    // every host-root file, socket and sysctl the container can reach
+    // (`/proc/sys/kernel/core_pattern` where /proc/sys is not read-only).
+    nix::sys::prctl::set_keepcaps(true).map_err(sys("keep capabilities"))?;
+    let uid = Uid::from_raw(user.uid);
+    setresuid(uid, uid, uid).map_err(sys("setresuid"))?;
+    nix::sys::prctl::set_keepcaps(false).map_err(sys("keep capabilities"))?;
     if let Some(mask) = user.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }

@@ -450,6 +450,20 @@ fn fail<E: std::fmt::Display>(step: &'static str) -> impl FnOnce(E) -> Failure {
     move |e| Failure(step, e.to_string(), 125)
 }
 
+/// Close every fd but stdio and `keep`: nothing buildcell's caller left
+/// open (a host directory: the CVE-2024-21626 class) may stay in a process
+/// inside the sandbox.
+fn close_inherited_fds(keep: &[std::os::fd::RawFd]) -> Result<(), Failure> {
+    let top = keep.iter().copied().max().unwrap_or(2).max(2);
+    sys::close_fds_from(top + 1).map_err(fail("close fds"))?;
+    for fd in 3..top {
+        if !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    Ok(())
+}
+
 /// Pid 1 of the sandbox. Never returns.
 fn container_init(
     plan: &LaunchPlan,
@@ -458,7 +472,13 @@ fn container_init(
     premade: Premade,
     timer: Timer,
 ) -> ! {
-    if let Err(Failure(step, message, code)) = init_steps(plan, &chan, premade, timer) {
+    // Pid 1 runs for the step's whole life, inside its pid namespace: it
+    // keeps only the channel and the signalfd, first of all (a step's
+    // `premade` holds nothing).
+    let keep = [chan.as_raw_fd(), std::os::fd::AsRawFd::as_raw_fd(&sfd)];
+    if let Err(Failure(step, message, code)) =
+        close_inherited_fds(&keep).and_then(|()| init_steps(plan, &chan, premade, timer))
+    {
         chan.failed(step, &message, code);
         sys::exit_now(code);
     }
@@ -612,11 +632,7 @@ fn user_process(plan: &LaunchPlan, chan: &ChildEnd, t: Timer) -> ! {
             nix::sys::prctl::set_no_new_privs().map_err(fail("no_new_privs"))?;
         }
         // Only stdio and the channel (close-on-exec) survive.
-        let keep = chan.as_raw_fd();
-        sys::close_fds_from(keep + 1).map_err(fail("close fds"))?;
-        for fd in 3..keep {
-            let _ = nix::unistd::close(fd);
-        }
+        close_inherited_fds(&[chan.as_raw_fd()])?;
         process::reset_signals();
         t.log("capabilities dropped, no_new_privs set, fds closed");
         // Landlock: after no_new_privs (which it needs, having no
@@ -842,17 +858,14 @@ fn become_process(
     // Only stdio, the fds the caller passes on (3..3+extra_fds), the
     // channel and the gate survive, and they are closed before the cwd is
     // entered: a cwd of /proc/self/fd/N must never reach a directory of the
-    // host through an fd the runtime leaked (the cwd is resolved without
-    // magic links anyway).
-    let keep = chan.as_raw_fd();
-    let passed = 3 + p.extra_fds as i32;
-    let top = keep.max(gate_fd.unwrap_or(0)).max(passed - 1);
-    sys::close_fds_from(top + 1).map_err(fail("close fds"))?;
-    for fd in passed..top {
-        if Some(fd) != gate_fd && fd != keep {
-            let _ = nix::unistd::close(fd);
-        }
-    }
+    // host through an fd the runtime leaked.
+    let passed = 3..3 + p.extra_fds as i32;
+    let keep: Vec<_> = [Some(chan.as_raw_fd()), gate_fd]
+        .into_iter()
+        .flatten()
+        .chain(passed)
+        .collect();
+    close_inherited_fds(&keep)?;
     // The cwd is resolved inside the container's root, never through a
     // magic link.
     let cwd_err = |e: String| Failure("process.cwd", format!("{}: {e}", p.cwd.display()), 125);

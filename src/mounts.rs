@@ -48,6 +48,8 @@ pub enum MountError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("/dev/null in the container is not the null device (a symlink or another file), so masked files cannot be masked with it; leave /dev to buildcell (a tmpfs /dev mount) or give the image a real /dev/null")]
+    NotNullDevice,
     #[error("mount destination {path} does not exist and cannot be created ({source}); choose a destination that exists, or one under /tmp, /run or the working directory")]
     Destination {
         path: PathBuf,
@@ -727,9 +729,48 @@ fn existing_target(p: &Path) -> Option<Target> {
     })
 }
 
+/// The container's `/dev/null`, held open once checked to be the null
+/// device (character device 1:3, reached without a symlink). Masking binds
+/// this object: whatever else an image or a race put at that path (a
+/// symlink to /proc/sys/kernel/core_pattern would bind a writable sysctl
+/// over the masked path, the CVE-2025-31133 class) is refused.
+fn null_device() -> Result<OwnedFd, MountError> {
+    let path = Path::new("/dev/null");
+    let root = open_root()?;
+    let fd = match sys::openat2(
+        root.as_fd(),
+        Path::new("dev/null"),
+        libc::O_PATH,
+        sys::resolve::IN_ROOT | sys::resolve::NO_SYMLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(e) if e.errno == nix::errno::Errno::ELOOP => return Err(MountError::NotNullDevice),
+        Err(source) => {
+            return Err(MountError::Sys {
+                what: "mask with",
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(|errno| {
+        MountError::Call {
+            op: "stat",
+            path: path.into(),
+            errno,
+        }
+    })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(1, 3) {
+        return Err(MountError::NotNullDevice);
+    }
+    Ok(fd)
+}
+
 /// `linux.maskedPaths`: a directory gets an empty read-only tmpfs, a file
-/// the container's /dev/null; a path that does not exist is skipped.
+/// the container's /dev/null (see [`null_device`]); a path that does not
+/// exist is skipped.
 pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
+    let mut null: Option<OwnedFd> = None;
     for p in paths {
         let Some(target) = existing_target(p) else {
             continue;
@@ -738,7 +779,7 @@ pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
         let Ok(meta) = fs::metadata(&at) else {
             continue;
         };
-        let result = if meta.is_dir() {
+        if meta.is_dir() {
             mount(
                 Some("tmpfs"),
                 &at,
@@ -746,20 +787,24 @@ pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
                 MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                 Some("size=0,mode=0555"),
             )
-        } else {
-            mount(
-                Some("/dev/null"),
-                &at,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
+            .map_err(|errno| MountError::Call {
+                op: "mask",
+                path: p.clone(),
+                errno,
+            })?;
+            continue;
+        }
+        let dev = match &null {
+            Some(fd) => fd,
+            None => null.insert(null_device()?),
         };
-        result.map_err(|errno| MountError::Call {
-            op: "mask",
-            path: p.clone(),
-            errno,
-        })?;
+        sys::clone_object(dev.as_fd())
+            .and_then(|copy| sys::attach_mount_at(copy.as_fd(), target.fd()))
+            .map_err(|source| MountError::Sys {
+                what: "mask",
+                path: p.clone(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -795,14 +840,58 @@ pub fn readonly_paths(paths: &[PathBuf]) -> Result<(), MountError> {
     Ok(())
 }
 
-/// `linux.sysctl`: written through the container's own /proc/sys.
+/// `linux.sysctl`: written through the container's own /proc/sys, each
+/// file opened beneath it without crossing a mount or following a symlink:
+/// a mount the bundle made inside /proc/sys (another proc instance at
+/// /proc/sys/net/ipv4) cannot turn an allowed name (`net.ipv4.sys.kernel.
+/// core_pattern` matches `net.*`) into a write to another sysctl (the
+/// CVE-2025-52881 class: the runtime's writes redirected).
 pub fn write_sysctls(list: &[(String, String)]) -> Result<(), MountError> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    let dir = Path::new("/proc/sys");
+    let call = |op, errno| MountError::Call {
+        op,
+        path: dir.into(),
+        errno,
+    };
+    let procsys = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(sys::own_received_fd)
+    .map_err(|e| call("open", e))?;
+    #[allow(clippy::unnecessary_cast)]
+    let fs_type = nix::sys::statfs::fstatfs(&procsys)
+        .map_err(|e| call("statfs", e))?
+        .filesystem_type()
+        .0 as i64;
+    if fs_type != PROC_SUPER_MAGIC {
+        return Err(call(
+            "write sysctls: not a proc filesystem:",
+            nix::errno::Errno::EXDEV,
+        ));
+    }
     for (k, v) in list {
-        let path = Path::new("/proc/sys").join(k.replace('.', "/"));
-        fs::write(&path, v).map_err(|source| MountError::Write {
+        let rel = PathBuf::from(k.replace('.', "/"));
+        let path = dir.join(&rel);
+        let fd = sys::openat2(
+            procsys.as_fd(),
+            &rel,
+            libc::O_WRONLY,
+            sys::resolve::BENEATH | sys::resolve::NO_XDEV | sys::resolve::NO_SYMLINKS,
+        )
+        .map_err(|source| MountError::Sys {
+            what: "open (beneath /proc/sys, crossing no mount)",
             path: path.clone(),
             source,
         })?;
+        use std::io::Write;
+        fs::File::from(fd)
+            .write_all(v.as_bytes())
+            .map_err(|source| MountError::Write { path, source })?;
     }
     Ok(())
 }

@@ -139,6 +139,25 @@ pub fn set_securebits(bits: u64) -> nix::Result<()> {
 /// `SECBIT_NO_SETUID_FIXUP`: a change of (fs)uid keeps the capabilities.
 pub const SECBIT_NO_SETUID_FIXUP: u64 = 1 << 2;
 
+/// `open_tree(fd, "", OPEN_TREE_CLONE|OPEN_TREE_CLOEXEC|AT_EMPTY_PATH)`: a
+/// detached bind of exactly the object an O_PATH fd refers to (never a
+/// path looked up again).
+pub fn clone_object(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    let flags =
+        OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_EMPTY_PATH as libc::c_uint;
+    // SAFETY: the path is a static empty C string; `fd` is borrowed for the
+    // call; the returned fd is new and owned by nobody else.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    if ret < 0 {
+        return Err(SysError::new(format!(
+            "open_tree(fd {}, CLONE|EMPTY_PATH)",
+            fd.as_raw_fd()
+        )));
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
 /// `mount_setattr(fd, "", AT_EMPTY_PATH[|AT_RECURSIVE], ...)` on a mount fd.
 pub fn mount_setattr(
     fd: BorrowedFd<'_>,
@@ -331,6 +350,8 @@ pub mod resolve {
     pub const NO_MAGICLINKS: u64 = libc::RESOLVE_NO_MAGICLINKS;
     pub const NO_SYMLINKS: u64 = libc::RESOLVE_NO_SYMLINKS;
     pub const IN_ROOT: u64 = libc::RESOLVE_IN_ROOT;
+    pub const BENEATH: u64 = libc::RESOLVE_BENEATH;
+    pub const NO_XDEV: u64 = libc::RESOLVE_NO_XDEV;
 }
 
 /// `openat2(dirfd, path, {flags, 0, resolve})`.

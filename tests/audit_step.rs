@@ -5,46 +5,11 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 
-use buildcell::audit::record::{Body, Exec, Record};
-
-/// A log path outside the step's working directory, writable by the caller.
-fn log_path(m: Mode, name: &str) -> PathBuf {
-    let d = harness().dir.join(format!("logs-{m:?}"));
-    fs::create_dir_all(&d).unwrap();
-    chown_to(m, &d);
-    let p = d.join(format!("{name}.log"));
-    let _ = fs::remove_file(&p);
-    p
-}
-
-fn execs(log: &Path) -> Vec<Exec> {
-    fs::read_to_string(log)
-        .unwrap()
-        .lines()
-        .filter_map(|l| match serde_json::from_str::<Record>(l).unwrap().body {
-            Body::Exec(e) => Some(e),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ran(execs: &[Exec], argv: &[&str]) -> usize {
-    execs
-        .iter()
-        .filter(|e| e.result == "ok" && e.argv == argv)
-        .count()
-}
-
-/// `buildcell step --audit-log LOG ARGS...` in `d`.
-fn audited(m: Mode, d: &Path, log: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["step", "--audit-log", log.to_str().unwrap()];
-    all.extend_from_slice(args);
-    run(m, d, &all)
-}
+use buildcell::audit::record::{Body, Record};
 
 fn verify(m: Mode, log: &Path, extra: &[&str]) -> Run {
     let mut args = vec!["audit", "verify"];
@@ -188,7 +153,11 @@ fn signed_log_verifies_with_the_public_key() {
         let d = workdir(m, "audit-signed");
         // The default key location: /etc/buildcell as root (here a 0600
         // root-owned key elsewhere, passed with --audit-key), the user's
-        // ~/.config/buildcell otherwise.
+        // $XDG_CONFIG_HOME/buildcell otherwise: here a config home of this
+        // test's own inside the home (hidden from the step), so that the
+        // steps other tests run meanwhile do not pick the key up and lose
+        // it when it is removed.
+        let xdg = home_of(m).join(format!(".config-buildcell-test-{}", std::process::id()));
         let (key, flag) = match m {
             Mode::Root => {
                 let k = harness().dir.join("root-keys");
@@ -197,14 +166,15 @@ fn signed_log_verifies_with_the_public_key() {
                 (k.join("audit.key"), true)
             }
             Mode::User => {
-                let k = home_of(m).join(".config/buildcell");
+                let k = xdg.join("buildcell");
                 let _ = fs::remove_dir_all(&k);
                 fs::create_dir_all(&k).unwrap();
                 chown_to(m, &k);
-                chown_to(m, &home_of(m).join(".config"));
+                chown_to(m, &xdg);
                 (k.join("audit.key"), false)
             }
         };
+        let env = [("XDG_CONFIG_HOME", xdg.to_str().unwrap())];
         let r = run(m, &d, &["audit", "keygen", key.to_str().unwrap()]);
         assert_eq!(r.code, 0, "{r:?}");
         let log = log_path(m, "signed");
@@ -213,7 +183,7 @@ fn signed_log_verifies_with_the_public_key() {
             args.extend(["--audit-key", key.to_str().unwrap()]);
         }
         args.extend(["--", "cat", key.to_str().unwrap()]);
-        let r = run(m, &d, &args);
+        let r = run_env(m, &d, &args, &env);
         // The step cannot read the key that signs its log.
         assert_ne!(r.code, 0, "{r:?}");
         assert!(r.stdout.is_empty(), "{r:?}");
@@ -222,7 +192,7 @@ fn signed_log_verifies_with_the_public_key() {
         assert_eq!(v.code, 0, "{v:?}");
         assert!(v.stdout.contains("last signed checkpoint at seq"), "{v:?}");
         if m == Mode::User {
-            let _ = fs::remove_dir_all(key.parent().unwrap());
+            let _ = fs::remove_dir_all(&xdg);
         }
     });
 }

@@ -746,29 +746,6 @@ fn exec_runs_in_the_container_and_is_audited() {
     });
 }
 
-/// Receive the fd an engine's console socket gets.
-fn receive_master(listener: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let (conn, _) = listener.accept().unwrap();
-    let mut buf = [0u8; 64];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        nix::sys::socket::MsgFlags::empty(),
-    )
-    .unwrap();
-    for c in msg.cmsgs().unwrap() {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: the fd was just received from the kernel; we own it.
-            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
-        }
-    }
-    panic!("no fd on the console socket");
-}
-
 #[test]
 fn terminal_master_goes_to_the_console_socket() {
     each_mode(|mode| {

@@ -7,79 +7,9 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 
 use common::*;
 use serde_json::{json, Value};
-
-/// `buildcell --root BUNDLE/state [--profile P] ARGS...`, output in files
-/// (a created container keeps its stdio open).
-fn rt(mode: Mode, bundle: &Path, profile: Option<&str>, args: &[&str]) -> Run {
-    rt_env(mode, bundle, profile, args, &[])
-}
-
-fn rt_env(
-    mode: Mode,
-    bundle: &Path,
-    profile: Option<&str>,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> Run {
-    let root = bundle.join("state").display().to_string();
-    let mut all = vec!["--root", root.as_str()];
-    if let Some(p) = profile {
-        all.extend_from_slice(&["--profile", p]);
-    }
-    all.extend_from_slice(args);
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let out = bundle.join(format!(".p-{n}-stdout"));
-    let err = bundle.join(format!(".p-{n}-stderr"));
-    let status = command(mode, bundle, &all, env)
-        .stdin(std::process::Stdio::null())
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .status()
-        .expect("start buildcell");
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: fs::read_to_string(&out).unwrap(),
-        stderr: fs::read_to_string(&err).unwrap(),
-    }
-}
-
-/// A bundle from `buildcell spec` with a user namespace of its own also as
-/// host root (where `spec` writes none and buildcell would add one): an
-/// unprivileged range.
-fn pbundle(
-    mode: Mode,
-    name: &str,
-    args: &[&str],
-    edit: impl FnOnce(&mut Value),
-) -> std::path::PathBuf {
-    bundle(mode, name, args, |c| {
-        if mode == Mode::Root {
-            let maps = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
-            c["linux"]["uidMappings"] = maps.clone();
-            c["linux"]["gidMappings"] = maps;
-            with_user_namespace(c);
-        }
-        edit(c)
-    })
-}
-
-/// Add a user namespace to a bundle's config if it has none (`buildcell
-/// spec` as host root writes none: buildcell adds one itself).
-fn with_user_namespace(c: &mut Value) {
-    let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
-    if !ns.iter().any(|n| n["type"] == "user") {
-        ns.push(json!({"type": "user"}));
-    }
-}
-
-fn state_of(mode: Mode, b: &Path, id: &str) -> Value {
-    serde_json::from_str(&ok(rt(mode, b, None, &["state", id]))).unwrap()
-}
 
 /// A bundle asking for what `build` never gives: the host's network, every
 /// capability, the docker socket, a host path read-write, a device, a

@@ -675,21 +675,6 @@ fn which(cmd: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The host pid of buildcell itself (through runuser in user mode).
-fn buildcell_pid(child: &std::process::Child) -> nix::unistd::Pid {
-    let pid = child.id() as i32;
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    if comm.trim() == "buildcell" {
-        return nix::unistd::Pid::from_raw(pid);
-    }
-    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-    let first = children
-        .split_whitespace()
-        .next()
-        .expect("runuser has a child");
-    nix::unistd::Pid::from_raw(first.parse().unwrap())
-}
-
 #[test]
 fn signals_are_forwarded_to_the_step() {
     use nix::sys::signal::Signal;

@@ -15,6 +15,8 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 
+use buildcell::audit::record::{Body, Exec, Record};
+
 /// Who runs buildcell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -170,6 +172,25 @@ fn write_test_policy(dir: &Path) {
         "extends = \"engine-compat\"\n[process]\nno_new_privileges = false\n[seccomp]\nprofile = \"none\"\n",
     )
     .unwrap();
+    // `build` with one protection removed each: the controls of the
+    // escape tests (tests/escape.rs), which show that protection is what
+    // stops the escape.
+    for (name, body) in [
+        ("build-no-landlock", "[landlock]\nmode = \"off\"\n"),
+        // Without seccomp too: seccompiler's apply_filter sets
+        // no_new_privs itself.
+        (
+            "build-no-nnp",
+            "[process]\nno_new_privileges = false\n[seccomp]\nprofile = \"none\"\n",
+        ),
+        ("build-host-net", "[network]\nmode = \"host\"\n"),
+    ] {
+        fs::write(
+            profiles.join(format!("{name}.toml")),
+            format!("extends = \"build\"\n{body}"),
+        )
+        .unwrap();
+    }
     for p in [&profiles, dir] {
         fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -400,4 +421,295 @@ pub fn bundle(mode: Mode, name: &str, args: &[&str], edit: impl FnOnce(&mut Valu
     edit(&mut c);
     fs::write(&path, serde_json::to_string_pretty(&c).unwrap()).unwrap();
     dir
+}
+
+// ---------- audit logs ----------
+
+/// A log path outside the step's working directory, writable by the caller.
+pub fn log_path(m: Mode, name: &str) -> PathBuf {
+    let d = harness().dir.join(format!("logs-{m:?}"));
+    fs::create_dir_all(&d).unwrap();
+    chown_to(m, &d);
+    let p = d.join(format!("{name}.log"));
+    let _ = fs::remove_file(&p);
+    p
+}
+
+pub fn execs(log: &Path) -> Vec<Exec> {
+    fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| match serde_json::from_str::<Record>(l).unwrap().body {
+            Body::Exec(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn ran(execs: &[Exec], argv: &[&str]) -> usize {
+    execs
+        .iter()
+        .filter(|e| e.result == "ok" && e.argv == argv)
+        .count()
+}
+
+/// `buildcell step --audit-log LOG ARGS...` in `d`.
+pub fn audited(m: Mode, d: &Path, log: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["step", "--audit-log", log.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(m, d, &all)
+}
+
+// ---------- bundles under a profile ----------
+
+/// `buildcell --root BUNDLE/state [--profile P] ARGS...`, output in files
+/// (a created container keeps its stdio open).
+pub fn rt(mode: Mode, bundle: &Path, profile: Option<&str>, args: &[&str]) -> Run {
+    rt_env(mode, bundle, profile, args, &[])
+}
+
+pub fn rt_env(
+    mode: Mode,
+    bundle: &Path,
+    profile: Option<&str>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let root = bundle.join("state").display().to_string();
+    let mut all = vec!["--root", root.as_str()];
+    if let Some(p) = profile {
+        all.extend_from_slice(&["--profile", p]);
+    }
+    all.extend_from_slice(args);
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = bundle.join(format!(".p-{n}-stdout"));
+    let err = bundle.join(format!(".p-{n}-stderr"));
+    let status = command(mode, bundle, &all, env)
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .status()
+        .expect("start buildcell");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: fs::read_to_string(&out).unwrap(),
+        stderr: fs::read_to_string(&err).unwrap(),
+    }
+}
+
+/// A bundle from `buildcell spec` with a user namespace of its own also as
+/// host root (where `spec` writes none and buildcell would add one): an
+/// unprivileged range.
+pub fn pbundle(
+    mode: Mode,
+    name: &str,
+    args: &[&str],
+    edit: impl FnOnce(&mut Value),
+) -> std::path::PathBuf {
+    bundle(mode, name, args, |c| {
+        if mode == Mode::Root {
+            let maps = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+            c["linux"]["uidMappings"] = maps.clone();
+            c["linux"]["gidMappings"] = maps;
+            with_user_namespace(c);
+        }
+        edit(c)
+    })
+}
+
+/// Add a user namespace to a bundle's config if it has none (`buildcell
+/// spec` as host root writes none: buildcell adds one itself).
+pub fn with_user_namespace(c: &mut Value) {
+    let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+    if !ns.iter().any(|n| n["type"] == "user") {
+        ns.push(json!({"type": "user"}));
+    }
+}
+
+/// `state ID` under the default profile, parsed.
+pub fn state_of(mode: Mode, b: &Path, id: &str) -> Value {
+    serde_json::from_str(&ok(rt(mode, b, None, &["state", id]))).unwrap()
+}
+
+// ---------- processes ----------
+
+/// The host pid of buildcell itself (through runuser in user mode), once
+/// it runs (waited for up to 5 s).
+pub fn buildcell_pid(child: &std::process::Child) -> nix::unistd::Pid {
+    let pid = child.id() as i32;
+    let is_buildcell = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "buildcell")
+    };
+    let mut found = None;
+    wait_until(5, || {
+        found = if is_buildcell(pid) {
+            Some(pid)
+        } else {
+            // runuser's child.
+            fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse().ok())
+                .filter(|c| is_buildcell(*c))
+        };
+        found.is_some()
+    });
+    nix::unistd::Pid::from_raw(found.expect("buildcell runs"))
+}
+
+// ---------- terminals ----------
+
+/// Receive the fd an engine's console socket gets.
+pub fn receive_master(listener: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 64];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the fd was just received from the kernel; we own it.
+            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no fd on the console socket");
+}
+
+// ---------- escape tests ----------
+
+/// A busybox rootfs that also holds the probe at `/probe` and the shared
+/// libraries it needs (with the dynamic loader at the path the probe names),
+/// so that bundles can run it. Shared, read-only to containers.
+pub fn probe_rootfs() -> PathBuf {
+    static ONCE: OnceLock<PathBuf> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let h = harness();
+        let dir = h.dir.join("probe-rootfs");
+        let _ = fs::remove_dir_all(&dir);
+        let cp = Command::new("cp")
+            .args(["-a", rootfs().to_str().unwrap(), dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        fs::copy(&h.probe, dir.join("probe")).unwrap();
+        // `ldd` names each library and the loader by their host paths.
+        let ldd = Command::new("ldd").arg(&h.probe).output().expect("ldd");
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let path = line
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from);
+            let Some(path) = path else { continue };
+            let dest = dir.join(path.strip_prefix("/").unwrap());
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            // The loader's path may be a symlink (/lib64 -> /lib/...):
+            // copy what it points to, under its own name.
+            fs::copy(&path, &dest).unwrap();
+        }
+        dir
+    })
+    .clone()
+}
+
+/// A private, writable copy of [`probe_rootfs`] at `DIR/name`, every file
+/// owned by host uid `owner` (the container's root, so it may write it).
+pub fn private_rootfs(name: &str, owner: u32) -> PathBuf {
+    let dir = harness().dir.join(name);
+    let _ = fs::remove_dir_all(&dir);
+    let cp = Command::new("cp")
+        .args([
+            "-a",
+            probe_rootfs().to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    if is_root() {
+        let st = Command::new("chown")
+            .args([
+                "-R",
+                "-h",
+                &format!("{owner}:{owner}"),
+                dir.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    dir
+}
+
+/// The host uid of the container's root in a [`pbundle`] of `mode`.
+pub fn pbundle_root_uid(mode: Mode) -> u32 {
+    match mode {
+        Mode::Root => 200000,
+        Mode::User => caller_uid(mode),
+    }
+}
+
+/// A root engine's bundle (what podman, docker and containerd hand a runtime
+/// as host root): `buildcell spec`'s, the probe rootfs, `args`, then `edit`,
+/// with no user namespace and no id maps: container root would be host
+/// root unless buildcell adds a user namespace (looks-like-root).
+pub fn root_engine_bundle(name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+    bundle(Mode::Root, name, args, |c| {
+        c["root"]["path"] = json!(probe_rootfs());
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "user");
+        let linux = c["linux"].as_object_mut().unwrap();
+        linux.remove("uidMappings");
+        linux.remove("gidMappings");
+        edit(c)
+    })
+}
+
+/// The SHA-256 (hex) of a file's content.
+pub fn sha256_file(path: &Path) -> String {
+    buildcell::audit::sha256_hex(&fs::read(path).unwrap())
+}
+
+/// Make `c`'s process start with the host directory `dir` open as fd 7,
+/// inheritable: an fd the caller (an engine) leaked into buildcell. Keep
+/// the returned file until `c` is spawned.
+pub fn leak_dir_fd(c: &mut Command, dir: &Path) -> fs::File {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let f = fs::File::open(dir).unwrap();
+    let fd = f.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe; `fd` stays open in the parent
+    // (the caller keeps the file) until the child has run this.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::dup2(fd, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    f
+}
+
+/// The host's mount points (from /proc/self/mountinfo).
+pub fn host_mount_points() -> std::collections::BTreeSet<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(String::from))
+        .collect()
+}
+
+/// The current value of a host /proc file, for the tests that check it
+/// never changes.
+pub fn host_proc(path: &str) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
