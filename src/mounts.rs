@@ -948,7 +948,7 @@ pub struct Overlay {
 }
 
 /// Undo mountinfo's octal escapes (`\040` for a space, ...).
-fn unescape_octal(s: &str) -> String {
+pub(crate) fn unescape_octal(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -27,29 +27,10 @@ fn root_of(bundle: &Path) -> String {
 /// pipes: a created container inherits them and keeps them open, so a
 /// reader waiting for end-of-file would wait for the container.
 fn rt(mode: Mode, bundle: &Path, args: &[&str]) -> Run {
-    let root = root_of(bundle);
     // These tests exercise the OCI contract (hooks from /bin, binds from
     // /var/tmp, joined namespaces): the permissive engine-compat profile.
     // tests/policy.rs checks what `build` refuses.
-    let mut all = vec!["--root", root.as_str(), "--profile", "engine-compat"];
-    all.extend_from_slice(args);
-    // Fresh files per call: a created container keeps writing to those of
-    // its `create`.
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let out = bundle.join(format!(".rt-{n}-stdout"));
-    let err = bundle.join(format!(".rt-{n}-stderr"));
-    let status = command(mode, bundle, &all, &[])
-        .stdin(std::process::Stdio::null())
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .status()
-        .expect("start buildcell");
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: fs::read_to_string(&out).unwrap(),
-        stderr: fs::read_to_string(&err).unwrap(),
-    }
+    common::rt(mode, bundle, Some("engine-compat"), args)
 }
 
 fn state_json(mode: Mode, bundle: &Path, id: &str) -> Value {

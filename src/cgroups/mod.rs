@@ -270,8 +270,8 @@ struct MountinfoLine {
 fn parse_mountinfo_line(line: &str) -> Option<MountinfoLine> {
     let (left, right) = line.split_once(" - ")?;
     let mut l = left.split(' ');
-    let root = unescape_octal(l.nth(3)?);
-    let mountpoint = PathBuf::from(unescape_octal(l.next()?));
+    let root = crate::mounts::unescape_octal(l.nth(3)?);
+    let mountpoint = PathBuf::from(crate::mounts::unescape_octal(l.next()?));
     let mut r = right.split(' ');
     let fstype = r.next()?.to_string();
     let _source = r.next()?;
@@ -282,31 +282,6 @@ fn parse_mountinfo_line(line: &str) -> Option<MountinfoLine> {
         fstype,
         super_options,
     })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            if let Ok(v) = u8::try_from(v) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One line of `/proc/PID/cgroup`: hierarchy id, controllers, path.
