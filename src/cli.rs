@@ -760,42 +760,71 @@ pub fn audit(cmd: AuditCommand) -> Result<i32, Error> {
         } => {
             let data = std::fs::read_to_string(&log)
                 .map_err(|e| usage(format!("audit show {}: {e}", log.display())))?;
-            if !json {
-                println!("{:<30} {:>8} {:<24} COMMAND", "TIME", "PID", "CWD");
-            }
-            for (i, line) in data.lines().enumerate() {
-                let rec: record::Record = serde_json::from_str(line).map_err(|e| {
-                    usage(format!(
-                        "audit show {}: line {}: not a record: {e}",
-                        log.display(),
-                        i + 1
-                    ))
-                })?;
-                let record::Body::Exec(x) = &rec.body else {
-                    continue;
-                };
-                let cmdline = x.argv.join(" ");
-                if pid.is_some_and(|p| p != x.pid)
-                    || command
-                        .as_ref()
-                        .is_some_and(|c| !cmdline.contains(c.as_str()))
-                {
-                    continue;
-                }
-                if json {
-                    println!("{line}");
-                } else {
-                    println!(
-                        "{:<30} {:>8} {:<24} {cmdline}",
-                        rec.time,
-                        x.pid,
-                        x.cwd.as_deref().unwrap_or("?")
-                    );
-                }
-            }
+            let filter = ShowFilter { json, pid, command };
+            audit_show(&data, &log.display().to_string(), &filter, &mut |line| {
+                println!("{line}")
+            })?;
             Ok(0)
         }
     }
+}
+
+/// What `audit show` prints of a log.
+#[derive(Debug, Clone, Default)]
+pub struct ShowFilter {
+    /// The matching records as JSON Lines instead of a table.
+    pub json: bool,
+    /// Only exec records of this host pid.
+    pub pid: Option<i32>,
+    /// Only exec records whose command line contains this text.
+    pub command: Option<String>,
+}
+
+/// What `audit show` prints for a log's text (`name` is the file, for
+/// messages), one line at a time to `out`: a table of its exec records, or
+/// the records as JSON Lines. Pure but for `out`, so that hostile logs can
+/// be fuzzed (`fuzz/fuzz_targets/audit_verify.rs`).
+pub fn audit_show(
+    data: &str,
+    name: &str,
+    filter: &ShowFilter,
+    out: &mut dyn FnMut(String),
+) -> Result<(), Error> {
+    use crate::audit::record;
+    if !filter.json {
+        out(format!("{:<30} {:>8} {:<24} COMMAND", "TIME", "PID", "CWD"));
+    }
+    for (i, line) in data.lines().enumerate() {
+        let rec: record::Record = serde_json::from_str(line).map_err(|e| {
+            usage(format!(
+                "audit show {name}: line {}: not a record: {e}",
+                i + 1
+            ))
+        })?;
+        let record::Body::Exec(x) = &rec.body else {
+            continue;
+        };
+        let cmdline = x.argv.join(" ");
+        if filter.pid.is_some_and(|p| p != x.pid)
+            || filter
+                .command
+                .as_ref()
+                .is_some_and(|c| !cmdline.contains(c.as_str()))
+        {
+            continue;
+        }
+        if filter.json {
+            out(line.to_string());
+        } else {
+            out(format!(
+                "{:<30} {:>8} {:<24} {cmdline}",
+                rec.time,
+                x.pid,
+                x.cwd.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn usage(msg: impl Into<String>) -> Error {
@@ -1295,22 +1324,35 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// The resources of `update`: a JSON file (`-` for stdin) and/or runc's
 /// single-value flags, which win over the file.
 fn update_resources(u: &UpdateCmd) -> Result<oci_spec::runtime::LinuxResources, Error> {
-    use serde_json::{json, Value};
-    let mut v: Value = match &u.resources {
-        Some(p) => {
-            let (text, name) = if p.as_os_str() == "-" {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                    .map_err(|e| usage(format!("update --resources -: {e}")))?;
-                (s, "stdin".to_string())
-            } else {
-                let s = std::fs::read_to_string(p)
-                    .map_err(|e| usage(format!("update --resources {}: {e}", p.display())))?;
-                (s, p.display().to_string())
-            };
-            serde_json::from_str(&text)
-                .map_err(|e| usage(format!("update --resources {name}: not JSON: {e}")))?
+    let file = match &u.resources {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| usage(format!("update --resources -: {e}")))?;
+            Some((s, "stdin".to_string()))
         }
+        Some(p) => {
+            let s = std::fs::read_to_string(p)
+                .map_err(|e| usage(format!("update --resources {}: {e}", p.display())))?;
+            Some((s, p.display().to_string()))
+        }
+        None => None,
+    };
+    resources_from(file.as_ref().map(|(t, n)| (t.as_str(), n.as_str())), u)
+}
+
+/// `update`'s resources from the `--resources` file's text and name (if
+/// one was given) and `u`'s single-value flags, which win over the file
+/// (`u.resources` itself is not read). Pure, so that hostile input can be
+/// fuzzed (`fuzz/fuzz_targets/update_resources.rs`).
+pub fn resources_from(
+    file: Option<(&str, &str)>,
+    u: &UpdateCmd,
+) -> Result<oci_spec::runtime::LinuxResources, Error> {
+    use serde_json::{json, Value};
+    let mut v: Value = match file {
+        Some((text, name)) => serde_json::from_str(text)
+            .map_err(|e| usage(format!("update --resources {name}: not JSON: {e}")))?,
         None => json!({}),
     };
     let num = |flag: &str, t: &str| -> Result<i64, Error> {

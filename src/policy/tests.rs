@@ -531,6 +531,31 @@ fn a_user_namespace_that_maps_host_root_is_no_user_namespace() {
 }
 
 #[test]
+fn load_text_extends_only_built_in_profiles() {
+    let l = load_text("mine", "/x/mine.toml", "extends = \"strict\"\n").unwrap();
+    assert_eq!(l.profile.name, "mine");
+    assert!(l.profile.capabilities.is_empty());
+    assert_eq!(
+        l.sources,
+        [
+            "/x/mine.toml",
+            "built-in:profiles/strict.toml",
+            "built-in:profiles/build.toml"
+        ]
+    );
+    let e = load_text("mine", "/x/mine.toml", "extends = \"mine\"\n").unwrap_err();
+    assert!(matches!(e, PolicyError::Cycle(..)), "{e}");
+    let e = load_text("mine", "/x/mine.toml", "extends = \"other\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not found in the built-in profiles"), "{e}");
+    let e = load_text("mine", "/x/mine.toml", "[process]\nuser = \"nobody\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("/x/mine.toml:2: process.user:"), "{e}");
+}
+
+#[test]
 fn random_user_draws_in_range_and_extends_the_image_passwd() {
     let d = tmpdir("random");
     std::fs::create_dir_all(d.join("rootfs/etc")).unwrap();
