@@ -555,6 +555,36 @@ fn load_text_extends_only_built_in_profiles() {
     assert!(e.starts_with("/x/mine.toml:2: process.user:"), "{e}");
 }
 
+/// Found by fuzz/fuzz_targets/config_json.rs: an empty uid mapping (all
+/// zeros, size 0) made the host-root rule subtract 1 from 0 and panic.
+#[test]
+fn fuzz_regression_uid_mapping_of_size_zero() {
+    let spec = crate::container::parse_config(
+        br#"{"linux":{"uidMappings":[{}]},"ociVersion":"1"}"#,
+        "crash.json",
+    )
+    .unwrap();
+    let strict = load_text("strict", "t", BUILT_IN[2].1).unwrap().profile;
+    for p in [build(), strict] {
+        for host_root in [true, false] {
+            let v = run_check(&p, &spec, host_root);
+            assert!(!v.iter().any(|l| l.contains("uidMappings")), "{v:?}");
+        }
+    }
+    // A real mapping of host root is still refused.
+    let spec = crate::container::parse_config(
+        br#"{"linux":{"uidMappings":[{"size":1}]},"ociVersion":"1"}"#,
+        "root.json",
+    )
+    .unwrap();
+    let v = run_check(&build(), &spec, true);
+    assert!(
+        v.iter()
+            .any(|l| l.contains("container ids 0..0 map host root")),
+        "{v:?}"
+    );
+}
+
 #[test]
 fn random_user_draws_in_range_and_extends_the_image_passwd() {
     let d = tmpdir("random");
