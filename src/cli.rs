@@ -1349,11 +1349,21 @@ pub fn resources_from(
     file: Option<(&str, &str)>,
     u: &UpdateCmd,
 ) -> Result<oci_spec::runtime::LinuxResources, Error> {
-    use serde_json::{json, Value};
-    let mut v: Value = match file {
-        Some((text, name)) => serde_json::from_str(text)
-            .map_err(|e| usage(format!("update --resources {name}: not JSON: {e}")))?,
-        None => json!({}),
+    use serde_json::{json, Map, Value};
+    let name = file.map_or("", |(_, n)| n);
+    let mut v: Map<String, Value> = match file {
+        Some((text, name)) => match serde_json::from_str(text)
+            .map_err(|e| usage(format!("update --resources {name}: not JSON: {e}")))?
+        {
+            Value::Object(m) => m,
+            other => {
+                return Err(usage(format!(
+                    "update --resources {name}: {} is not a LinuxResources object",
+                    json_kind(&other)
+                )))
+            }
+        },
+        None => Map::new(),
     };
     let num = |flag: &str, t: &str| -> Result<i64, Error> {
         if t == "-1" {
@@ -1363,42 +1373,121 @@ pub fn resources_from(
             .map(|n| n as i64)
             .map_err(|e| usage(format!("update --{flag} {t:?}: {e}")))
     };
+    // A flag's value goes into its section of the file's object (runc's
+    // flags win over the file).
+    let mut set = |section: &str, key: &str, value: Value| -> Result<(), Error> {
+        let s = v.entry(section).or_insert(Value::Null);
+        if s.is_null() {
+            *s = json!({});
+        }
+        let kind = json_kind(s);
+        let s = s.as_object_mut().ok_or_else(|| {
+            usage(format!(
+                "update --resources {name}: {section} is {kind}, not an object; cannot set {section}.{key}"
+            ))
+        })?;
+        s.insert(key.into(), value);
+        Ok(())
+    };
     if let Some(m) = &u.memory {
-        v["memory"]["limit"] = json!(num("memory", m)?);
+        set("memory", "limit", json!(num("memory", m)?))?;
     }
     if let Some(m) = &u.memory_swap {
-        v["memory"]["swap"] = json!(num("memory-swap", m)?);
+        set("memory", "swap", json!(num("memory-swap", m)?))?;
     }
     if let Some(m) = &u.memory_reservation {
-        v["memory"]["reservation"] = json!(num("memory-reservation", m)?);
+        set(
+            "memory",
+            "reservation",
+            json!(num("memory-reservation", m)?),
+        )?;
     }
     if let Some(p) = u.pids_limit {
-        v["pids"]["limit"] = json!(p);
+        set("pids", "limit", json!(p))?;
     }
     if let Some(x) = u.cpu_shares {
-        v["cpu"]["shares"] = json!(x);
+        set("cpu", "shares", json!(x))?;
     }
     if let Some(x) = u.cpu_quota {
-        v["cpu"]["quota"] = json!(x);
+        set("cpu", "quota", json!(x))?;
     }
     if let Some(x) = u.cpu_period {
-        v["cpu"]["period"] = json!(x);
+        set("cpu", "period", json!(x))?;
     }
     if let Some(x) = &u.cpuset_cpus {
-        v["cpu"]["cpus"] = json!(x);
+        set("cpu", "cpus", json!(x))?;
     }
     if let Some(x) = &u.cpuset_mems {
-        v["cpu"]["mems"] = json!(x);
+        set("cpu", "mems", json!(x))?;
     }
+    let v = Value::Object(v);
     let text = v.to_string();
     let de = &mut serde_json::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(de)
         .map_err(|e| usage(format!("update resources: at {}: {}", e.path(), e.inner())))
 }
 
+/// What a JSON value is, for messages.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn update_flags(memory: Option<&str>) -> UpdateCmd {
+        UpdateCmd {
+            resources: None,
+            memory: memory.map(String::from),
+            memory_swap: None,
+            memory_reservation: None,
+            pids_limit: None,
+            cpu_shares: None,
+            cpu_quota: None,
+            cpu_period: None,
+            cpuset_cpus: None,
+            cpuset_mems: None,
+            id: "c".into(),
+        }
+    }
+
+    /// Found by fuzz/fuzz_targets/update_resources.rs: `--resources` holding
+    /// a JSON string (`""`) with `--memory` panicked on `v["memory"]`.
+    #[test]
+    fn fuzz_regression_update_resources_not_an_object() {
+        let flags = update_flags(Some("64m"));
+        let e = resources_from(Some((r#""""#, "r.json")), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("update --resources r.json: a string is not a LinuxResources object"),
+            "{e}"
+        );
+        for text in ["[]", "5", "null", "true"] {
+            assert!(resources_from(Some((text, "r.json")), &flags).is_err());
+            assert!(resources_from(Some((text, "r.json")), &update_flags(None)).is_err());
+        }
+        let e = resources_from(Some((r#"{"memory": 5}"#, "r.json")), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("memory is a number, not an object"), "{e}");
+        // A null section, or none, takes the flag.
+        for text in [r#"{"memory": null}"#, "{}"] {
+            let r = resources_from(Some((text, "r.json")), &flags).unwrap();
+            assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        }
+        let r = resources_from(None, &flags).unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
+    }
 
     #[test]
     fn sizes() {
