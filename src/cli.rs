@@ -1316,9 +1316,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| "expected a number with an optional unit (k, m, g, t)".to_string())?;
+    // At most i64::MAX: limits become i64 values (cgroups, OCI), where a
+    // negative one means unlimited.
     n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| "must be positive and fit in 64 bits".to_string())
+        .filter(|v| *v > 0 && i64::try_from(*v).is_ok())
+        .ok_or_else(|| "must be positive and below 8 EiB (2^63 bytes)".to_string())
 }
 
 /// The resources of `update`: a JSON file (`-` for stdin) and/or runc's
@@ -1498,6 +1500,10 @@ mod tests {
         assert!(parse_size("12q").is_err());
         assert!(parse_size("m").is_err());
         assert!(parse_size("99999999999t").is_err());
+        // Above i64::MAX it would be a negative, unlimited, cgroup limit.
+        assert_eq!(parse_size("8388607t"), Ok(8_388_607 << 40));
+        assert!(parse_size("8388608t").is_err());
+        assert!(parse_size("9223372036854775808").is_err());
     }
 
     #[test]

@@ -585,6 +585,23 @@ fn fuzz_regression_uid_mapping_of_size_zero() {
     );
 }
 
+/// Checked by fuzz/fuzz_targets/profile_toml.rs (limits resolve positive),
+/// found by reading: a size above i64::MAX resolved to a negative
+/// memory_max, so that the profile's default gave containers no memory
+/// limit at all while refusing every limit a bundle set.
+#[test]
+fn fuzz_regression_memory_max_above_i64_is_an_error() {
+    let e = load_text("x", "x.toml", "[cgroups]\nmemory_max = \"9000000t\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "x.toml:2: cgroups.memory_max: \"9000000t\": must be positive and below 8 EiB"
+        ),
+        "{e}"
+    );
+}
+
 #[test]
 fn random_user_draws_in_range_and_extends_the_image_passwd() {
     let d = tmpdir("random");
