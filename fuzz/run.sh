@@ -29,7 +29,11 @@ say() { printf '==> %s\n' "$*"; }
 
 if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $cargo_fuzz_version"; then
   say "installing cargo-fuzz $cargo_fuzz_version"
-  cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked --quiet || exit 1
+  if ! cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked --quiet; then
+    echo "fuzz/run.sh: cannot install cargo-fuzz $cargo_fuzz_version"
+    echo "0 passed, ${#targets[@]} failed, 0 skipped"
+    exit 1
+  fi
 fi
 # libfuzzer-sys compiles libFuzzer with the C++ compiler.
 if ! command -v c++ >/dev/null && [ "$(id -u)" = 0 ]; then
@@ -40,7 +44,7 @@ fi
 # them with RUSTC_BOOTSTRAP (not needed without a sanitizer).
 [ "$sanitizer" = none ] || export RUSTC_BOOTSTRAP=1
 
-bin_dir=fuzz/target/x86_64-unknown-linux-gnu/release
+bin_dir=fuzz/target/$(rustc -vV | sed -n 's/^host: //p')/release
 mkdir -p fuzz/target/logs
 say "building ${#targets[@]} fuzz targets (sanitizer: $sanitizer, debug assertions on)"
 for t in "${targets[@]}"; do
@@ -93,6 +97,8 @@ for t in "${targets[@]}"; do
     failed=$((failed + 1))
     echo "fuzz $t: FAILED (exit $rc) after ${execs:-?} executions; input: ${artifact:-none written}; log: $log"
     grep -m1 -A3 -E 'panicked at|ERROR: libFuzzer|ERROR: AddressSanitizer|==ERROR' "$log" | sed 's/^/    /'
+    # The input itself, to reproduce a crash found on another machine (CI).
+    grep -m1 '^Base64: ' "$log" | sed 's/^/    input as /'
   fi
 done
 echo "fuzzing took $(($(date +%s) - start)) s"
