@@ -66,6 +66,11 @@ run_one() {
   echo $? >"fuzz/target/logs/$t.rc"
 }
 
+# The targets' tiny bundle (a rootfs and key files) goes here, not to /tmp.
+rm -rf fuzz/target/tmp
+mkdir -p fuzz/target/tmp
+export TMPDIR=$PWD/fuzz/target/tmp
+
 say "fuzzing each target for $secs s, $jobs at a time"
 start=$(date +%s)
 running=0
