@@ -104,6 +104,10 @@ run_script "build secret through buildah: in no audit log, layer or history entr
   integration/buildah-secret.sh target/release/buildcell
 run_script "engines under policy: build refuses, each engine shows the violations (integration/policy-engines.sh)" \
   integration/policy-engines.sh target/release/buildcell
+# Every parser of hostile input under cargo-fuzz, 60 s per target (two at a
+# time): one passed per target that ran without a crash.
+run_script "fuzzing: config.json, profiles, seccomp JSON, exec --process, update, audit logs (fuzz/run.sh 60)" \
+  fuzz/run.sh 60
 
 say "cgroup v2 smoke test: buildcell in a pure-v2 kernel under qemu (integration/qemu-v2/run.sh)"
 if bash integration/qemu-v2/run.sh target/release/buildcell; then passed=$((passed + 1)); else status=1; failed=$((failed + 1)); fi

@@ -766,42 +766,71 @@ pub fn audit(cmd: AuditCommand) -> Result<i32, Error> {
         } => {
             let data = std::fs::read_to_string(&log)
                 .map_err(|e| usage(format!("audit show {}: {e}", log.display())))?;
-            if !json {
-                println!("{:<30} {:>8} {:<24} COMMAND", "TIME", "PID", "CWD");
-            }
-            for (i, line) in data.lines().enumerate() {
-                let rec: record::Record = serde_json::from_str(line).map_err(|e| {
-                    usage(format!(
-                        "audit show {}: line {}: not a record: {e}",
-                        log.display(),
-                        i + 1
-                    ))
-                })?;
-                let record::Body::Exec(x) = &rec.body else {
-                    continue;
-                };
-                let cmdline = x.argv.join(" ");
-                if pid.is_some_and(|p| p != x.pid)
-                    || command
-                        .as_ref()
-                        .is_some_and(|c| !cmdline.contains(c.as_str()))
-                {
-                    continue;
-                }
-                if json {
-                    println!("{line}");
-                } else {
-                    println!(
-                        "{:<30} {:>8} {:<24} {cmdline}",
-                        rec.time,
-                        x.pid,
-                        x.cwd.as_deref().unwrap_or("?")
-                    );
-                }
-            }
+            let filter = ShowFilter { json, pid, command };
+            audit_show(&data, &log.display().to_string(), &filter, &mut |line| {
+                println!("{line}")
+            })?;
             Ok(0)
         }
     }
+}
+
+/// What `audit show` prints of a log.
+#[derive(Debug, Clone, Default)]
+pub struct ShowFilter {
+    /// The matching records as JSON Lines instead of a table.
+    pub json: bool,
+    /// Only exec records of this host pid.
+    pub pid: Option<i32>,
+    /// Only exec records whose command line contains this text.
+    pub command: Option<String>,
+}
+
+/// What `audit show` prints for a log's text (`name` is the file, for
+/// messages), one line at a time to `out`: a table of its exec records, or
+/// the records as JSON Lines. Pure but for `out`, so that hostile logs can
+/// be fuzzed (`fuzz/fuzz_targets/audit_verify.rs`).
+pub fn audit_show(
+    data: &str,
+    name: &str,
+    filter: &ShowFilter,
+    out: &mut dyn FnMut(String),
+) -> Result<(), Error> {
+    use crate::audit::record;
+    if !filter.json {
+        out(format!("{:<30} {:>8} {:<24} COMMAND", "TIME", "PID", "CWD"));
+    }
+    for (i, line) in data.lines().enumerate() {
+        let rec: record::Record = serde_json::from_str(line).map_err(|e| {
+            usage(format!(
+                "audit show {name}: line {}: not a record: {e}",
+                i + 1
+            ))
+        })?;
+        let record::Body::Exec(x) = &rec.body else {
+            continue;
+        };
+        let cmdline = x.argv.join(" ");
+        if filter.pid.is_some_and(|p| p != x.pid)
+            || filter
+                .command
+                .as_ref()
+                .is_some_and(|c| !cmdline.contains(c.as_str()))
+        {
+            continue;
+        }
+        if filter.json {
+            out(line.to_string());
+        } else {
+            out(format!(
+                "{:<30} {:>8} {:<24} {cmdline}",
+                rec.time,
+                x.pid,
+                x.cwd.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn usage(msg: impl Into<String>) -> Error {
@@ -1388,31 +1417,56 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| "expected a number with an optional unit (k, m, g, t)".to_string())?;
+    // At most i64::MAX: limits become i64 values (cgroups, OCI), where a
+    // negative one means unlimited.
     n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| "must be positive and fit in 64 bits".to_string())
+        .filter(|v| *v > 0 && i64::try_from(*v).is_ok())
+        .ok_or_else(|| "must be positive and below 8 EiB (2^63 bytes)".to_string())
 }
 
 /// The resources of `update`: a JSON file (`-` for stdin) and/or runc's
 /// single-value flags, which win over the file.
 fn update_resources(u: &UpdateCmd) -> Result<oci_spec::runtime::LinuxResources, Error> {
-    use serde_json::{json, Value};
-    let mut v: Value = match &u.resources {
-        Some(p) => {
-            let (text, name) = if p.as_os_str() == "-" {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                    .map_err(|e| usage(format!("update --resources -: {e}")))?;
-                (s, "stdin".to_string())
-            } else {
-                let s = std::fs::read_to_string(p)
-                    .map_err(|e| usage(format!("update --resources {}: {e}", p.display())))?;
-                (s, p.display().to_string())
-            };
-            serde_json::from_str(&text)
-                .map_err(|e| usage(format!("update --resources {name}: not JSON: {e}")))?
+    let file = match &u.resources {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| usage(format!("update --resources -: {e}")))?;
+            Some((s, "stdin".to_string()))
         }
-        None => json!({}),
+        Some(p) => {
+            let s = std::fs::read_to_string(p)
+                .map_err(|e| usage(format!("update --resources {}: {e}", p.display())))?;
+            Some((s, p.display().to_string()))
+        }
+        None => None,
+    };
+    resources_from(file.as_ref().map(|(t, n)| (t.as_str(), n.as_str())), u)
+}
+
+/// `update`'s resources from the `--resources` file's text and name (if
+/// one was given) and `u`'s single-value flags, which win over the file
+/// (`u.resources` itself is not read). Pure, so that hostile input can be
+/// fuzzed (`fuzz/fuzz_targets/update_resources.rs`).
+pub fn resources_from(
+    file: Option<(&str, &str)>,
+    u: &UpdateCmd,
+) -> Result<oci_spec::runtime::LinuxResources, Error> {
+    use serde_json::{json, Map, Value};
+    let name = file.map_or("", |(_, n)| n);
+    let mut v: Map<String, Value> = match file {
+        Some((text, name)) => match serde_json::from_str(text)
+            .map_err(|e| usage(format!("update --resources {name}: not JSON: {e}")))?
+        {
+            Value::Object(m) => m,
+            other => {
+                return Err(usage(format!(
+                    "update --resources {name}: {} is not a LinuxResources object",
+                    json_kind(&other)
+                )))
+            }
+        },
+        None => Map::new(),
     };
     let num = |flag: &str, t: &str| -> Result<i64, Error> {
         if t == "-1" {
@@ -1422,42 +1476,121 @@ fn update_resources(u: &UpdateCmd) -> Result<oci_spec::runtime::LinuxResources, 
             .map(|n| n as i64)
             .map_err(|e| usage(format!("update --{flag} {t:?}: {e}")))
     };
+    // A flag's value goes into its section of the file's object (runc's
+    // flags win over the file).
+    let mut set = |section: &str, key: &str, value: Value| -> Result<(), Error> {
+        let s = v.entry(section).or_insert(Value::Null);
+        if s.is_null() {
+            *s = json!({});
+        }
+        let kind = json_kind(s);
+        let s = s.as_object_mut().ok_or_else(|| {
+            usage(format!(
+                "update --resources {name}: {section} is {kind}, not an object; cannot set {section}.{key}"
+            ))
+        })?;
+        s.insert(key.into(), value);
+        Ok(())
+    };
     if let Some(m) = &u.memory {
-        v["memory"]["limit"] = json!(num("memory", m)?);
+        set("memory", "limit", json!(num("memory", m)?))?;
     }
     if let Some(m) = &u.memory_swap {
-        v["memory"]["swap"] = json!(num("memory-swap", m)?);
+        set("memory", "swap", json!(num("memory-swap", m)?))?;
     }
     if let Some(m) = &u.memory_reservation {
-        v["memory"]["reservation"] = json!(num("memory-reservation", m)?);
+        set(
+            "memory",
+            "reservation",
+            json!(num("memory-reservation", m)?),
+        )?;
     }
     if let Some(p) = u.pids_limit {
-        v["pids"]["limit"] = json!(p);
+        set("pids", "limit", json!(p))?;
     }
     if let Some(x) = u.cpu_shares {
-        v["cpu"]["shares"] = json!(x);
+        set("cpu", "shares", json!(x))?;
     }
     if let Some(x) = u.cpu_quota {
-        v["cpu"]["quota"] = json!(x);
+        set("cpu", "quota", json!(x))?;
     }
     if let Some(x) = u.cpu_period {
-        v["cpu"]["period"] = json!(x);
+        set("cpu", "period", json!(x))?;
     }
     if let Some(x) = &u.cpuset_cpus {
-        v["cpu"]["cpus"] = json!(x);
+        set("cpu", "cpus", json!(x))?;
     }
     if let Some(x) = &u.cpuset_mems {
-        v["cpu"]["mems"] = json!(x);
+        set("cpu", "mems", json!(x))?;
     }
+    let v = Value::Object(v);
     let text = v.to_string();
     let de = &mut serde_json::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(de)
         .map_err(|e| usage(format!("update resources: at {}: {}", e.path(), e.inner())))
 }
 
+/// What a JSON value is, for messages.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn update_flags(memory: Option<&str>) -> UpdateCmd {
+        UpdateCmd {
+            resources: None,
+            memory: memory.map(String::from),
+            memory_swap: None,
+            memory_reservation: None,
+            pids_limit: None,
+            cpu_shares: None,
+            cpu_quota: None,
+            cpu_period: None,
+            cpuset_cpus: None,
+            cpuset_mems: None,
+            id: "c".into(),
+        }
+    }
+
+    /// Found by fuzz/fuzz_targets/update_resources.rs: `--resources` holding
+    /// a JSON string (`""`) with `--memory` panicked on `v["memory"]`.
+    #[test]
+    fn fuzz_regression_update_resources_not_an_object() {
+        let flags = update_flags(Some("64m"));
+        let e = resources_from(Some((r#""""#, "r.json")), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("update --resources r.json: a string is not a LinuxResources object"),
+            "{e}"
+        );
+        for text in ["[]", "5", "null", "true"] {
+            assert!(resources_from(Some((text, "r.json")), &flags).is_err());
+            assert!(resources_from(Some((text, "r.json")), &update_flags(None)).is_err());
+        }
+        let e = resources_from(Some((r#"{"memory": 5}"#, "r.json")), &flags)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("memory is a number, not an object"), "{e}");
+        // A null section, or none, takes the flag.
+        for text in [r#"{"memory": null}"#, "{}"] {
+            let r = resources_from(Some((text, "r.json")), &flags).unwrap();
+            assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
+        }
+        let r = resources_from(None, &flags).unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(64 << 20));
+    }
 
     #[test]
     fn sizes() {
@@ -1468,6 +1601,10 @@ mod tests {
         assert!(parse_size("12q").is_err());
         assert!(parse_size("m").is_err());
         assert!(parse_size("99999999999t").is_err());
+        // Above i64::MAX it would be a negative, unlimited, cgroup limit.
+        assert_eq!(parse_size("8388607t"), Ok(8_388_607 << 40));
+        assert!(parse_size("8388608t").is_err());
+        assert!(parse_size("9223372036854775808").is_err());
     }
 
     #[test]

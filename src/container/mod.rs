@@ -177,28 +177,29 @@ pub fn load_config(path: &Path, dir: &Path) -> Result<Bundle, Error> {
             path.display()
         ))
     })?;
-    let de = &mut serde_json::Deserializer::from_slice(&data);
-    let spec: Spec = serde_path_to_error::deserialize(de).map_err(|e| {
-        usage(format!(
-            "{}: at {}: {}",
-            path.display(),
-            e.path(),
-            e.inner()
-        ))
-    })?;
-    let major = spec.version().split('.').next().unwrap_or("");
-    if major != "1" {
-        return Err(usage(format!(
-            "{}: ociVersion {:?} is not supported (buildcell implements {OCI_VERSION}); write a 1.x config",
-            path.display(),
-            spec.version()
-        )));
-    }
+    let spec = parse_config(&data, &path.display().to_string())?;
     Ok(Bundle {
         sha256: audit::sha256_hex(&data),
         dir,
         spec,
     })
+}
+
+/// Parse a config.json's bytes (`name` is the file, for messages): errors
+/// name the JSON path; only OCI 1.x is accepted. Pure, so that hostile
+/// input can be fuzzed (`fuzz/fuzz_targets/config_json.rs`).
+pub fn parse_config(data: &[u8], name: &str) -> Result<Spec, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    let spec: Spec = serde_path_to_error::deserialize(de)
+        .map_err(|e| usage(format!("{name}: at {}: {}", e.path(), e.inner())))?;
+    let major = spec.version().split('.').next().unwrap_or("");
+    if major != "1" {
+        return Err(usage(format!(
+            "{name}: ociVersion {:?} is not supported (buildcell implements {OCI_VERSION}); write a 1.x config",
+            spec.version()
+        )));
+    }
+    Ok(spec)
 }
 
 /// The validated plan of a bundle: its seccomp filters compiled.
@@ -1448,21 +1449,22 @@ pub struct ExecArgs {
     pub args: Vec<String>,
 }
 
+/// Parse `exec --process`'s JSON (`name` is the file, for messages);
+/// errors name the JSON path. Pure, so that hostile input can be fuzzed
+/// (`fuzz/fuzz_targets/exec_process.rs`).
+pub fn parse_process(data: &[u8], name: &str) -> Result<oci_spec::runtime::Process, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| usage(format!("--process {name}: at {}: {}", e.path(), e.inner())))
+}
+
 /// The process `exec` runs: `--process FILE`, or the container's own
 /// process with the command line and flags applied (as runc does).
 fn exec_process(a: &ExecArgs, base: &Spec) -> Result<oci_spec::runtime::Process, Error> {
     if let Some(path) = &a.process {
         let data =
             std::fs::read(path).map_err(|e| usage(format!("--process {}: {e}", path.display())))?;
-        let de = &mut serde_json::Deserializer::from_slice(&data);
-        return serde_path_to_error::deserialize(de).map_err(|e| {
-            usage(format!(
-                "--process {}: at {}: {}",
-                path.display(),
-                e.path(),
-                e.inner()
-            ))
-        });
+        return parse_process(&data, &path.display().to_string());
     }
     if a.args.is_empty() {
         return Err(usage("exec: give --process FILE or a command after the id"));

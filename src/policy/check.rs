@@ -106,17 +106,16 @@ pub fn check(p: &Profile, spec: &Spec, ctx: &Context) -> Vec<String> {
         }
     }
     // Looks-like-root: a user namespace that maps host root in gives
-    // nothing.
+    // nothing. A mapping of size 0 maps no id (the kernel refuses it when
+    // the map is written).
     if ctx.host_root && p.new_namespaces.iter().any(|n| n == "user") {
         let maps = spec
             .linux()
             .as_ref()
             .and_then(|l| l.uid_mappings().as_ref());
-        if let Some(m) = maps
-            .into_iter()
-            .flatten()
-            .find(|m| m.host_id() == 0 || m.host_id().checked_add(m.size()).is_none())
-        {
+        if let Some(m) = maps.into_iter().flatten().find(|m| {
+            m.size() > 0 && (m.host_id() == 0 || m.host_id().checked_add(m.size()).is_none())
+        }) {
             v.push(format!(
                 "linux.uidMappings: container ids {}..{} map host root (host ids from {}); {who} requires an unprivileged range outside",
                 m.container_id(),

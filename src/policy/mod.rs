@@ -269,9 +269,12 @@ impl Loaded {
     }
 }
 
+/// A profile's file (or `built-in:...`) and text.
+type ProfileText = (String, String);
+
 /// Find a profile's text: the first directory holding `NAME.toml`, else
 /// the built-in copy.
-fn find_text(name: &str, config: &Config) -> Result<Option<(String, String)>, PolicyError> {
+fn find_text(name: &str, config: &Config) -> Result<Option<ProfileText>, PolicyError> {
     if name.is_empty()
         || !name
             .chars()
@@ -303,6 +306,46 @@ fn find_text(name: &str, config: &Config) -> Result<Option<(String, String)>, Po
 
 /// Load profile `name` with everything it extends, and resolve it.
 pub fn load(selection: &Selection, config: &Config) -> Result<Loaded, PolicyError> {
+    let searched = || {
+        config
+            .search_dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .chain(["the built-in profiles".to_string()])
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    load_with(selection, &|name| find_text(name, config), &searched)
+}
+
+/// Load a profile from its text alone: the profile `name` is `text` (read
+/// from `file`), and what it `extends` is one of the built-in profiles.
+/// Pure (no file is read), so that hostile profiles can be fuzzed
+/// (`fuzz/fuzz_targets/profile_toml.rs`).
+pub fn load_text(name: &str, file: &str, text: &str) -> Result<Loaded, PolicyError> {
+    let find = |n: &str| -> Result<Option<ProfileText>, PolicyError> {
+        if n == name {
+            return Ok(Some((file.to_string(), text.to_string())));
+        }
+        Ok(BUILT_IN
+            .iter()
+            .find(|(b, _)| *b == n)
+            .map(|(b, t)| (format!("built-in:profiles/{b}.toml"), t.to_string())))
+    };
+    let selection = Selection {
+        name: name.into(),
+        why: format!("the profile of {file}"),
+    };
+    load_with(&selection, &find, &|| "the built-in profiles".to_string())
+}
+
+/// [`load`] with the lookup of a profile's text (`find`: its file and text,
+/// `None` when there is none) and the description of where it looked.
+fn load_with(
+    selection: &Selection,
+    find: &dyn Fn(&str) -> Result<Option<ProfileText>, PolicyError>,
+    searched: &dyn Fn() -> String,
+) -> Result<Loaded, PolicyError> {
     let mut chain: Vec<String> = Vec::new();
     let mut sources = Vec::new();
     let mut raws = Vec::new();
@@ -315,7 +358,7 @@ pub fn load(selection: &Selection, config: &Config) -> Result<Loaded, PolicyErro
                 chain.join(" -> "),
             ));
         }
-        let Some((file, text)) = find_text(&name, config)? else {
+        let Some((file, text)) = find(&name)? else {
             let why = match chain.last() {
                 Some(child) => format!("extended by {child}"),
                 None => selection.why.clone(),
@@ -323,13 +366,7 @@ pub fn load(selection: &Selection, config: &Config) -> Result<Loaded, PolicyErro
             return Err(PolicyError::Unknown {
                 name,
                 why,
-                searched: config
-                    .search_dirs()
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .chain(["the built-in profiles".to_string()])
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                searched: searched(),
             });
         };
         let raw = parse_raw(&file, &text)?;

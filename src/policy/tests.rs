@@ -524,6 +524,78 @@ fn a_user_namespace_that_maps_host_root_is_no_user_namespace() {
 }
 
 #[test]
+fn load_text_extends_only_built_in_profiles() {
+    let l = load_text("mine", "/x/mine.toml", "extends = \"strict\"\n").unwrap();
+    assert_eq!(l.profile.name, "mine");
+    assert!(l.profile.capabilities.is_empty());
+    assert_eq!(
+        l.sources,
+        [
+            "/x/mine.toml",
+            "built-in:profiles/strict.toml",
+            "built-in:profiles/build.toml"
+        ]
+    );
+    let e = load_text("mine", "/x/mine.toml", "extends = \"mine\"\n").unwrap_err();
+    assert!(matches!(e, PolicyError::Cycle(..)), "{e}");
+    let e = load_text("mine", "/x/mine.toml", "extends = \"other\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not found in the built-in profiles"), "{e}");
+    let e = load_text("mine", "/x/mine.toml", "[process]\nuser = \"nobody\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("/x/mine.toml:2: process.user:"), "{e}");
+}
+
+/// Found by fuzz/fuzz_targets/config_json.rs: an empty uid mapping (all
+/// zeros, size 0) made the host-root rule subtract 1 from 0 and panic.
+#[test]
+fn fuzz_regression_uid_mapping_of_size_zero() {
+    let spec = crate::container::parse_config(
+        br#"{"linux":{"uidMappings":[{}]},"ociVersion":"1"}"#,
+        "crash.json",
+    )
+    .unwrap();
+    let strict = load_text("strict", "t", BUILT_IN[2].1).unwrap().profile;
+    for p in [build(), strict] {
+        for host_root in [true, false] {
+            let v = run_check(&p, &spec, host_root);
+            assert!(!v.iter().any(|l| l.contains("uidMappings")), "{v:?}");
+        }
+    }
+    // A real mapping of host root is still refused.
+    let spec = crate::container::parse_config(
+        br#"{"linux":{"uidMappings":[{"size":1}]},"ociVersion":"1"}"#,
+        "root.json",
+    )
+    .unwrap();
+    let v = run_check(&build(), &spec, true);
+    assert!(
+        v.iter()
+            .any(|l| l.contains("container ids 0..0 map host root")),
+        "{v:?}"
+    );
+}
+
+/// Checked by fuzz/fuzz_targets/profile_toml.rs (limits resolve positive),
+/// found by reading: a size above i64::MAX resolved to a negative
+/// memory_max, so that the profile's default gave containers no memory
+/// limit at all while refusing every limit a bundle set.
+#[test]
+fn fuzz_regression_memory_max_above_i64_is_an_error() {
+    let e = load_text("x", "x.toml", "[cgroups]\nmemory_max = \"9000000t\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "x.toml:2: cgroups.memory_max: \"9000000t\": must be positive and below 8 EiB"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
 fn random_user_draws_in_range_and_extends_the_image_passwd() {
     let d = tmpdir("random");
     std::fs::create_dir_all(d.join("rootfs/etc")).unwrap();
