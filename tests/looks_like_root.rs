@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -32,23 +32,14 @@ fn root_only() -> bool {
 fn rootfs(name: &str) -> PathBuf {
     let dir = harness().dir.join(format!("llr-rootfs-{name}"));
     let _ = fs::remove_dir_all(&dir);
-    let bin = dir.join("bin");
-    fs::create_dir_all(&bin).unwrap();
-    for d in ["proc", "dev", "sys", "tmp", "etc", "root", "home/user"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("busybox-static is needed (ci/test.sh installs it)");
-    fs::copy(busybox, bin.join("busybox")).unwrap();
-    fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
-    for applet in [
-        "sh", "echo", "cat", "id", "sleep", "ls", "stat", "touch", "mkdir", "rm", "chown", "ps",
-        "grep", "head", "wc", "true", "hostname",
-    ] {
-        let _ = symlink("busybox", bin.join(applet));
-    }
+    make_busybox_rootfs(
+        &dir,
+        &["proc", "dev", "sys", "tmp", "etc", "root", "home/user"],
+        &[
+            "sh", "echo", "cat", "id", "sleep", "ls", "stat", "touch", "mkdir", "rm", "chown",
+            "ps", "grep", "head", "wc", "true", "hostname",
+        ],
+    );
     std::os::unix::fs::chown(dir.join("home/user"), Some(1000), Some(1000)).unwrap();
     dir
 }
@@ -175,16 +166,6 @@ fn reservation(start: u32) -> PathBuf {
 fn held_by(start: u32, b: &Path, id: &str) -> bool {
     fs::read_to_string(reservation(start))
         .is_ok_and(|t| t.contains(&format!("\"{}\"", b.join("state").join(id).display())))
-}
-
-fn entries(b: &Path) -> Vec<String> {
-    fs::read_dir(b.join("state"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

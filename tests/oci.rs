@@ -68,17 +68,6 @@ fn newest_log(mode: Mode, id: &str) -> PathBuf {
 /// A change to a config.json, for the table of bad inputs.
 type Edit = Box<dyn Fn(&mut Value)>;
 
-/// The containers left in a state root.
-fn entries(bundle: &Path) -> Vec<String> {
-    fs::read_dir(bundle.join("state"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
 fn lifecycle_create_start_state_kill_delete() {
     each_mode(|mode| {

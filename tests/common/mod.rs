@@ -386,27 +386,47 @@ pub fn rootfs() -> PathBuf {
     static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let dir = harness().dir.join("busybox-rootfs");
-        let bin = dir.join("bin");
-        fs::create_dir_all(&bin).unwrap();
-        for d in ["proc", "dev", "sys", "tmp", "etc", "root"] {
-            fs::create_dir_all(dir.join(d)).unwrap();
-        }
-
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox-static is needed (ci/test.sh installs it)");
-        fs::copy(busybox, bin.join("busybox")).unwrap();
-        fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
-        for applet in [
-            "sh", "echo", "cat", "id", "sleep", "ls", "grep", "true", "false", "hostname", "stat",
-            "head", "touch", "mount", "awk", "mkdir", "rmdir", "wc", "tty", "test",
-        ] {
-            let _ = symlink("busybox", bin.join(applet));
-        }
+        make_busybox_rootfs(
+            &dir,
+            &["proc", "dev", "sys", "tmp", "etc", "root"],
+            &[
+                "sh", "echo", "cat", "id", "sleep", "ls", "grep", "true", "false", "hostname",
+                "stat", "head", "touch", "mount", "awk", "mkdir", "rmdir", "wc", "tty", "test",
+            ],
+        );
         dir
     })
     .clone()
+}
+
+/// A busybox rootfs at `dir`: the directories `dirs`, static busybox in
+/// /bin and a link per applet of `applets`.
+pub fn make_busybox_rootfs(dir: &Path, dirs: &[&str], applets: &[&str]) {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    for d in dirs {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is needed (ci/test.sh installs it)");
+    fs::copy(busybox, bin.join("busybox")).unwrap();
+    fs::set_permissions(bin.join("busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+    for applet in applets {
+        let _ = symlink("busybox", bin.join(applet));
+    }
+}
+
+/// The containers left in a bundle's state root (`BUNDLE/state`).
+pub fn entries(bundle: &Path) -> Vec<String> {
+    fs::read_dir(bundle.join("state"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A bundle directory for `name` in `mode`: config.json from `buildcell
