@@ -63,6 +63,7 @@ pub fn harness() -> &'static Harness {
     H.get_or_init(|| {
         // Not under /tmp: the sandbox gets its own /tmp, and the probe must
         // stay reachable inside.
+        remove_stale_harness_dirs();
         let dir = PathBuf::from("/var/tmp").join(format!("buildcell-it-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
@@ -111,6 +112,23 @@ pub fn harness() -> &'static Harness {
             modes,
         }
     })
+}
+
+/// The harness directories of earlier test runs whose process is gone
+/// (each test binary makes one; they would pile up).
+fn remove_stale_harness_dirs() {
+    let Ok(entries) = fs::read_dir("/var/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("buildcell-it-") else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The config every test's buildcell reads (`BUILDCELL_CONFIG`), so that
