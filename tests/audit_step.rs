@@ -48,20 +48,7 @@ fn every_exec_of_every_process_is_recorded() {
             1,
             "exec from a thread"
         );
-        let memfd: Vec<_> = x
-            .iter()
-            .filter(|e| e.argv == ["/bin/echo", "from-memfd"])
-            .collect();
-        assert_eq!(memfd.len(), 1, "fexecve of a memfd");
-        assert!(
-            memfd[0]
-                .resolved
-                .as_deref()
-                .unwrap_or("")
-                .starts_with("/memfd:"),
-            "{:?}",
-            memfd[0]
-        );
+        assert_one_memfd_exec(&x, &["/bin/echo", "from-memfd"]);
         // Failed attempts are records too (env searching PATH).
         assert!(
             x.iter().any(|e| e.result == "failed"

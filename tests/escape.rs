@@ -1313,19 +1313,7 @@ fn class8_no_exec_escapes_the_audit_log() {
         let r = audited(m, &d, &log, &["--", "sh", "-c", &script]);
         assert_eq!(r.stdout, "via-memfd\nvia-ldso\nvia-thread\n", "{r:?}");
         let x = execs(&log);
-        let memfd: Vec<_> = x
-            .iter()
-            .filter(|e| e.argv == ["/bin/echo", "via-memfd"])
-            .collect();
-        assert_eq!(memfd.len(), 1, "{x:?}");
-        assert!(
-            memfd[0]
-                .resolved
-                .as_deref()
-                .unwrap_or("")
-                .starts_with("/memfd:"),
-            "{x:?}"
-        );
+        assert_one_memfd_exec(&x, &["/bin/echo", "via-memfd"]);
         assert_eq!(ran(&x, &[LDSO, "/bin/echo", "via-ldso"]), 1, "{x:?}");
         assert_eq!(ran(&x, &["/bin/echo", "via-thread"]), 1, "{x:?}");
 
@@ -1447,19 +1435,7 @@ fn class8_bundle(m: Mode, b: &Path) {
     );
     wait_stopped(m, b, "a1");
     let x = execs_lenient(&log);
-    let memfd: Vec<_> = x
-        .iter()
-        .filter(|e| e.argv == ["/bin/echo", "via-memfd"])
-        .collect();
-    assert_eq!(memfd.len(), 1, "{x:?}");
-    assert!(
-        memfd[0]
-            .resolved
-            .as_deref()
-            .unwrap_or("")
-            .starts_with("/memfd:"),
-        "{x:?}"
-    );
+    assert_one_memfd_exec(&x, &["/bin/echo", "via-memfd"]);
     assert_eq!(
         ran(&x, &["/lib64/ld-linux-x86-64.so.2", PROBE, "ids"]),
         1,

@@ -71,13 +71,7 @@ fn bundle(name: &str, root: &Path, args: &[&str], edit: impl FnOnce(&mut Value))
     for set in ["bounding", "effective", "permitted"] {
         c["process"]["capabilities"][set] = caps.clone();
     }
-    c["linux"]["namespaces"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|n| n["type"] != "user");
-    let linux = c["linux"].as_object_mut().unwrap();
-    linux.remove("uidMappings");
-    linux.remove("gidMappings");
+    without_user_namespace(&mut c);
     edit(&mut c);
     fs::write(&path, serde_json::to_string_pretty(&c).unwrap()).unwrap();
     dir
@@ -217,18 +211,7 @@ fn a_root_bundle_runs_as_an_unprivileged_range_that_looks_like_root() {
     let md = fs::metadata(out.join("dir")).unwrap();
     assert_eq!((md.uid(), md.gid()), (1000, 1000));
     // The audit log's start record holds the added maps.
-    let log = fs::read_dir("/var/log/buildcell")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("llr-main-")
-        })
-        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
-        .unwrap();
+    let log = newest_log(Mode::Root, "llr-main");
     let first: Value =
         serde_json::from_str(fs::read_to_string(&log).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first["uid_map"], format!("0 {start} 65536"), "{first}");

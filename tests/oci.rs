@@ -44,27 +44,6 @@ fn alive(pid: i64) -> bool {
         .unwrap_or(false)
 }
 
-/// The newest audit log of container `id` in the default directory.
-fn newest_log(mode: Mode, id: &str) -> PathBuf {
-    let dir = if mode == Mode::Root {
-        PathBuf::from("/var/log/buildcell")
-    } else {
-        home_of(mode).join(".local/state/buildcell/audit")
-    };
-    fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("{id}-"))
-        })
-        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
-        .unwrap_or_else(|| panic!("no audit log of {id} in {}", dir.display()))
-}
-
 /// A change to a config.json, for the table of bad inputs.
 type Edit = Box<dyn Fn(&mut Value)>;
 

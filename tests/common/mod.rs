@@ -491,6 +491,22 @@ pub fn ran(execs: &[Exec], argv: &[&str]) -> usize {
         .count()
 }
 
+/// Exactly one record of `argv`, and what the kernel loaded for it was a
+/// memfd (an `execveat`/`fexecve` of one is recorded like any exec).
+pub fn assert_one_memfd_exec(execs: &[Exec], argv: &[&str]) {
+    let memfd: Vec<_> = execs.iter().filter(|e| e.argv == argv).collect();
+    assert_eq!(memfd.len(), 1, "one record of {argv:?}: {execs:?}");
+    assert!(
+        memfd[0]
+            .resolved
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("/memfd:"),
+        "{:?}",
+        memfd[0]
+    );
+}
+
 /// `buildcell step --audit-log LOG ARGS...` in `d`.
 pub fn audited(m: Mode, d: &Path, log: &Path, args: &[&str]) -> Run {
     let mut all = vec!["step", "--audit-log", log.to_str().unwrap()];
@@ -685,6 +701,39 @@ pub fn private_rootfs(name: &str, owner: u32) -> PathBuf {
     dir
 }
 
+/// The newest audit log of container `id` in the default directory.
+pub fn newest_log(mode: Mode, id: &str) -> PathBuf {
+    let dir = if mode == Mode::Root {
+        PathBuf::from("/var/log/buildcell")
+    } else {
+        home_of(mode).join(".local/state/buildcell/audit")
+    };
+    fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{id}-"))
+        })
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap_or_else(|| panic!("no audit log of {id} in {}", dir.display()))
+}
+
+/// Remove a config's user namespace and id maps (as a root engine sends
+/// it; buildcell adds its own).
+pub fn without_user_namespace(c: &mut Value) {
+    c["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "user");
+    let linux = c["linux"].as_object_mut().unwrap();
+    linux.remove("uidMappings");
+    linux.remove("gidMappings");
+}
+
 /// The host uid of the container's root in a [`pbundle`] of `mode`.
 pub fn pbundle_root_uid(mode: Mode) -> u32 {
     match mode {
@@ -700,13 +749,7 @@ pub fn pbundle_root_uid(mode: Mode) -> u32 {
 pub fn root_engine_bundle(name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
     bundle(Mode::Root, name, args, |c| {
         c["root"]["path"] = json!(probe_rootfs());
-        c["linux"]["namespaces"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|n| n["type"] != "user");
-        let linux = c["linux"].as_object_mut().unwrap();
-        linux.remove("uidMappings");
-        linux.remove("gidMappings");
+        without_user_namespace(c);
         edit(c)
     })
 }
