@@ -5,8 +5,8 @@
 //! calling thread with ptrace (`PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL`)
 //! and lets the syscall continue. What the record says is taken at the
 //! `PTRACE_EVENT_EXEC` stop, from what the kernel actually loaded
-//! (`/proc/PID/exe`, `cmdline`, `cwd`), before the new program's first
-//! instruction: a thread rewriting argv after the notification cannot make
+//! (`/proc/PID/exe` and `cwd`, argv and environment from the new program's
+//! initial stack), before the new program's first instruction: a thread rewriting argv after the notification cannot make
 //! the record lie. Only then is the task released; if the record cannot be
 //! written, the task is killed before it runs and the sandbox is stopped.
 //! An attempt that fails (no exec stop follows: the thread's next attempt
@@ -16,7 +16,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use nix::errno::Errno;
@@ -494,24 +493,28 @@ fn read_loaded(pid: i32, maps: &(String, String)) -> Exec {
     }
     rec.uid = rec.host_uid.and_then(|u| inside_id(&maps.0, u));
     rec.gid = rec.host_gid.and_then(|g| inside_id(&maps.1, g));
-    if let Some(cmdline) = read_proc(&proc("cmdline")) {
-        let argv = split_nul(&cmdline);
-        set_argv(&mut rec, argv);
-    }
-    if let Some(env) = read_proc(&proc("environ")) {
-        for kv in split_nul(&env) {
-            let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
-            if ENV_VALUES.contains(&k) {
-                rec.env.insert(k.to_string(), v.to_string());
-            }
-            rec.env_names.push(k.to_string());
+    let (argv, env) = read_initial_stack(pid).unwrap_or_else(|| {
+        let read = |f: &str| {
+            read_proc(&proc(f))
+                .map(|d| split_nul(&d))
+                .unwrap_or_default()
+        };
+        (read("cmdline"), read("environ"))
+    });
+    set_argv(&mut rec, argv);
+    for kv in env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        if ENV_VALUES.contains(&k) {
+            rec.env.insert(k.to_string(), v.to_string());
         }
+        rec.env_names.push(k.to_string());
     }
     rec
 }
 
 /// Read a /proc file whole with plain reads (no statx for a size hint:
-/// /proc files report size 0 anyway).
+/// /proc files report size 0 anyway). A read shorter than the buffer is
+/// the end: /proc/PID/status is generated whole at the first read.
 fn read_proc(path: &str) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut f = fs::File::open(path).ok()?;
@@ -520,7 +523,12 @@ fn read_proc(path: &str) -> Option<Vec<u8>> {
     loop {
         match f.read(&mut buf) {
             Ok(0) => return Some(out),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                if n < buf.len() {
+                    return Some(out);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return if out.is_empty() { None } else { Some(out) },
         }
@@ -552,15 +560,71 @@ fn split_nul(data: &[u8]) -> Vec<String> {
 
 const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 
+/// Read up to `len` bytes of another task's memory at `addr`, stopping
+/// early at the first unmapped page (`process_vm_readv`: one system call,
+/// no /proc path to walk). Empty when nothing could be read.
+fn read_remote(pid: i32, addr: u64, len: usize) -> Vec<u8> {
+    use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+    let mut out = vec![0u8; len];
+    // Split at page boundaries: process_vm_readv stops at the first remote
+    // range that faults, so a read running off the end of a mapping still
+    // returns the pages before it.
+    let mut remote = Vec::new();
+    let (mut at, end) = (addr, addr.saturating_add(len as u64));
+    while at < end {
+        let next = ((at | 0xfff) + 1).min(end);
+        remote.push(RemoteIoVec {
+            base: at as usize,
+            len: (next - at) as usize,
+        });
+        at = next;
+    }
+    let n = {
+        let mut local = [std::io::IoSliceMut::new(&mut out)];
+        process_vm_readv(Pid::from_raw(pid), &mut local, &remote).unwrap_or(0)
+    };
+    out.truncate(n);
+    out
+}
+
+fn pointer(chunk: &[u8]) -> u64 {
+    match chunk.len() {
+        4 => u64::from(u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])),
+        _ => u64::from_ne_bytes([
+            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
+        ]),
+    }
+}
+
+/// A NUL-terminated string of another task, at most `max` bytes (cut
+/// there); `None` when its first byte cannot be read. Read 256 bytes at a
+/// time (most strings are short), never across a page boundary in one go.
+fn read_remote_cstr(pid: i32, addr: u64, max: usize) -> Option<String> {
+    if addr == 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    while out.len() < max {
+        let at = addr + out.len() as u64;
+        let chunk = (0x1000 - (at & 0xfff) as usize)
+            .min(256)
+            .min(max - out.len());
+        let got = read_remote(pid, at, chunk);
+        if got.is_empty() {
+            break;
+        }
+        if let Some(end) = got.iter().position(|b| *b == 0) {
+            out.extend_from_slice(&got[..end]);
+            return Some(String::from_utf8_lossy(&out).into_owned());
+        }
+        out.extend_from_slice(&got);
+    }
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Path and argv of an exec attempt, read from the task's memory at the
 /// notification (used only for attempts that fail, i.e. never run).
 fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
-    let Ok(mem) = fs::File::open(format!("/proc/{tid}/mem")) else {
-        return Attempt {
-            path: None,
-            argv: Vec::new(),
-        };
-    };
     // execve(path, argv, envp) / execveat(dirfd, path, argv, envp, flags)
     let execveat = (data.arch == AUDIT_ARCH_I386 && data.nr == 358)
         || (data.arch != AUDIT_ARCH_I386 && data.nr == 322);
@@ -569,29 +633,26 @@ fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
     } else {
         (data.args[0], data.args[1])
     };
-    let path = read_cstr(&mem, path_ptr, 4096);
+    let path = read_remote_cstr(tid, path_ptr, 4096);
+    // The pointer array (64 pointers, then up to 512 when longer), then
+    // each string. i386 callers pass an array of 32-bit pointers.
+    let width = if data.arch == AUDIT_ARCH_I386 { 4 } else { 8 };
+    let mut ptrs = if argv_ptr == 0 {
+        Vec::new()
+    } else {
+        read_remote(tid, argv_ptr, 64 * width)
+    };
+    if ptrs.len() == 64 * width && ptrs.chunks_exact(width).all(|c| pointer(c) != 0) {
+        ptrs.extend(read_remote(tid, argv_ptr + ptrs.len() as u64, 448 * width));
+    }
     let mut argv = Vec::new();
     let mut used = 0;
-    // The pointer array in one read (up to 512 pointers), then each string.
-    let mut ptrs = [0u8; 4096];
-    let n = if argv_ptr == 0 {
-        0
-    } else {
-        mem.read_at(&mut ptrs, argv_ptr).unwrap_or(0)
-    };
-    // i386 callers pass an array of 32-bit pointers.
-    let width = if data.arch == AUDIT_ARCH_I386 { 4 } else { 8 };
-    for chunk in ptrs[..n - n % width].chunks_exact(width) {
-        let p = match width {
-            4 => u64::from(u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]])),
-            _ => u64::from_ne_bytes([
-                chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
-            ]),
-        };
+    for chunk in ptrs[..ptrs.len() - ptrs.len() % width].chunks_exact(width) {
+        let p = pointer(chunk);
         if p == 0 || used > ARGV_LIMIT {
             break;
         }
-        let Some(s) = read_cstr(&mem, p, ARGV_LIMIT) else {
+        let Some(s) = read_remote_cstr(tid, p, ARGV_LIMIT) else {
             break;
         };
         used += s.len() + 1;
@@ -600,22 +661,48 @@ fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
     Attempt { path, argv }
 }
 
-fn read_cstr(mem: &fs::File, addr: u64, max: usize) -> Option<String> {
-    if addr == 0 {
+/// argv and environment of a task stopped at its exec stop, from the new
+/// program's initial stack (argc, the argv and envp pointer arrays and
+/// their strings, all written there by the kernel, the program not yet
+/// started): a register read and one memory read instead of opening
+/// `/proc/PID/cmdline` and `/proc/PID/environ`. `None` when the stack
+/// does not fit the read window (a very large environment, say): the
+/// caller then reads the /proc files.
+fn read_initial_stack(pid: i32) -> Option<(Vec<String>, Vec<String>)> {
+    const WINDOW: usize = 16 * 1024;
+    let regs = ptrace::getregs(Pid::from_raw(pid)).ok()?;
+    // A 32-bit program starts with the 32-bit user code segment.
+    let width = if regs.cs == 0x23 { 4 } else { 8 };
+    let sp = regs.rsp;
+    // From the stack pointer to the top of the stack (the read stops at
+    // the end of the mapping).
+    let stack = read_remote(pid, sp, WINDOW);
+    let word = |i: usize| -> Option<u64> { stack.get(i * width..(i + 1) * width).map(pointer) };
+    let string = |addr: u64| -> Option<String> {
+        let off = usize::try_from(addr.checked_sub(sp)?).ok()?;
+        let rest = stack.get(off..)?;
+        let end = rest.iter().position(|b| *b == 0)?;
+        Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+    };
+    let argc = usize::try_from(word(0)?).ok()?;
+    if argc > WINDOW / width {
         return None;
     }
-    let mut out = Vec::new();
-    let mut buf = [0u8; 256];
-    while out.len() < max {
-        let n = mem.read_at(&mut buf, addr + out.len() as u64).ok()?;
-        if n == 0 {
-            break;
-        }
-        if let Some(end) = buf[..n].iter().position(|b| *b == 0) {
-            out.extend_from_slice(&buf[..end]);
-            return Some(String::from_utf8_lossy(&out).into_owned());
-        }
-        out.extend_from_slice(&buf[..n]);
+    let mut argv = Vec::with_capacity(argc);
+    for i in 0..argc {
+        argv.push(string(word(1 + i)?)?);
     }
-    Some(String::from_utf8_lossy(&out).into_owned())
+    if word(1 + argc)? != 0 {
+        return None;
+    }
+    let mut env = Vec::new();
+    let mut i = 2 + argc;
+    loop {
+        match word(i)? {
+            0 => break,
+            p => env.push(string(p)?),
+        }
+        i += 1;
+    }
+    Some((argv, env))
 }
