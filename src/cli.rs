@@ -1138,9 +1138,52 @@ fn step_cgroup(
     let path = CgroupPath::from_spec(None, &format!("buildcell-step-{}", std::process::id()))
         .map_err(|e| usage(e.to_string()))?;
     match Cgroup::create_in(&layout, &path, &r) {
-        Ok(cg) => Ok(Some(StepCgroup(cg))),
+        Ok(cg) => {
+            remove_stale_step_cgroups(&layout, &cg);
+            Ok(Some(StepCgroup(cg)))
+        }
         Err(e) if e.is_permission_denied() && crate::container::rootless() => Ok(None),
         Err(e) => Err(usage(e.to_string())),
+    }
+}
+
+/// Remove the cgroups of earlier steps that were killed before they
+/// could remove their own (`buildcell-step-PID` beside this step's, in any
+/// hierarchy, whose PID no longer exists and which hold no process). A
+/// killed step's sandbox dies with it (`PDEATHSIG`), so only the empty
+/// directories stay behind.
+fn remove_stale_step_cgroups(layout: &crate::cgroups::Layout, own: &crate::cgroups::Cgroup) {
+    use crate::cgroups::{Cgroup, CgroupPath};
+    let mut names = std::collections::BTreeSet::new();
+    for d in own.dirs() {
+        let Some(parent) = d.path.parent() else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("buildcell-step-")
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                names.insert(name);
+            }
+        }
+    }
+    for name in names {
+        let Ok(path) = CgroupPath::from_spec(None, &name) else {
+            continue;
+        };
+        if let Ok(cg) = Cgroup::open_in(layout, &path) {
+            if cg.pids().is_ok_and(|p| p.is_empty()) {
+                let _ = cg.remove();
+            }
+        }
     }
 }
 

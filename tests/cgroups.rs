@@ -435,3 +435,47 @@ fn read_only_cgroupfs_is_permission_denied() {
     assert!(e.is_permission_denied(), "{e}");
     assert!(e.to_string().contains("Read-only file system"), "{e}");
 }
+
+/// A step killed with SIGKILL cannot remove its own cgroup
+/// (`buildcell-step-PID` in every hierarchy); its sandbox dies with it,
+/// and the next step that gets a cgroup removes the empty leftover.
+#[test]
+fn a_killed_steps_cgroup_is_removed_by_the_next_step() {
+    if !need_root() {
+        return;
+    }
+    let m = common::Mode::Root;
+    let d = common::workdir(m, "stale-step-cgroup");
+    let mut child = common::command(m, &d, &["step", "--pids", "64", "--", "sleep", "60"], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = common::buildcell_pid(&child);
+    let name = format!("buildcell-step-{pid}");
+    let path = CgroupPath::from_spec(None, &name).unwrap();
+    assert!(
+        common::wait_until(10, || Cgroup::open(&path)
+            .is_ok_and(|c| !c.pids().unwrap_or_default().is_empty())),
+        "the step's cgroup {name} with its sandbox in it"
+    );
+    let dirs: Vec<PathBuf> = Cgroup::open(&path)
+        .unwrap()
+        .dirs()
+        .iter()
+        .map(|d| d.path.clone())
+        .collect();
+    nix::sys::signal::kill(pid, Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    // The sandbox dies with the step; its cgroup stays behind, empty.
+    assert!(
+        common::wait_until(10, || Cgroup::open(&path)
+            .is_ok_and(|c| c.pids().is_ok_and(|p| p.is_empty()))),
+        "the killed step's cgroup emptied"
+    );
+    assert!(dirs.iter().all(|d| d.is_dir()), "{dirs:?}");
+    let r = common::run(m, &d, &["step", "--pids", "64", "--", "true"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let left: Vec<_> = dirs.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
