@@ -974,7 +974,21 @@ pub fn step(args: StepArgs, choice: &crate::policy::Choice) -> Result<i32, Error
     timer.log("spec validated");
     // Chosen before clone: reading /etc/subuid and finding the helpers is
     // parent work, and the child must not wait on it.
-    let idmap = IdMapPlan::choose();
+    let mut idmap = IdMapPlan::choose();
+    // As host root, a range of its own from the pool (as a container's),
+    // held until the step ends.
+    let _range = match idmap {
+        IdMapPlan::HostRoot { .. } => {
+            let r = crate::idpool::reserve_for_step().map_err(usage)?;
+            idmap = IdMapPlan::HostRoot {
+                uid_start: r.slot.uid_start,
+                gid_start: r.slot.gid_start,
+            };
+            timer.log(&format!("id range {}", r.slot.describe()));
+            Some(r)
+        }
+        _ => None,
+    };
     let mut log = open_audit_log(&args, &req, &spec, &idmap, &policy, record_notes)?;
     log.set_redactor(redact);
     log.sync_every_record(profile.sync_every_record);

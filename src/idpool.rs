@@ -10,9 +10,10 @@
 //! (100000..600100000 by default) and the ranges systemd-nspawn picks
 //! from (524288..1879048191), below systemd's "foreign" range
 //! (0x7ffe0000..0x7ffeffff) and below 2^31, which tools and the kernel's
-//! own messages print as negative numbers. The range `buildcell step` uses as host root
-//! (the first 65536 ids of the `buildcell` user, or 1000000000) is never
-//! part of the pool. `BUILDCELL_ID_POOL=START:COUNT` replaces the pool
+//! own messages print as negative numbers. Steps run as host root reserve from the same
+//! pool ([`reserve_for_step`], holders in [`STEPS_DIR`]). The range all
+//! steps shared before (the first 65536 ids of the `buildcell` user, or
+//! 1000000000) is left out of it. `BUILDCELL_ID_POOL=START:COUNT` replaces the pool
 //! (the same ids for uids and gids; meant for tests).
 //!
 //! **Reservations.** One file per reserved slot in [`RANGES_DIR`], host-wide
@@ -354,6 +355,62 @@ fn release_in(dir: &Path, slot: &Slot, holder: &Path) {
         .is_some_and(|r| r.dir == holder);
     if ours {
         let _ = fs::remove_file(&path);
+    }
+}
+
+/// Where the holders of `buildcell step`'s reservations live: one
+/// directory per running step, named by its pid.
+pub const STEPS_DIR: &str = "/run/buildcell/steps";
+
+/// A range reserved for one `buildcell step` run as host root; released,
+/// and its holder directory removed, when dropped.
+pub struct StepRange {
+    pub slot: Slot,
+    holder: PathBuf,
+}
+
+impl Drop for StepRange {
+    fn drop(&mut self) {
+        release(&self.slot, &self.holder);
+        let _ = fs::remove_dir_all(&self.holder);
+    }
+}
+
+/// Reserve a range of the pool for a step run as host root, so that no
+/// two steps (nor a step and a container) share host ids. The holder is
+/// `STEPS_DIR/<pid>`; holders of steps that were killed (their pid is
+/// gone) are removed first, which frees their ranges.
+pub fn reserve_for_step() -> Result<StepRange, String> {
+    let steps = Path::new(STEPS_DIR);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(steps)
+        .map_err(|e| format!("id ranges: {}: {e}", steps.display()))?;
+    for e in fs::read_dir(steps).into_iter().flatten().flatten() {
+        let dead = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if dead {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+    let holder = steps.join(std::process::id().to_string());
+    let _ = fs::remove_dir_all(&holder);
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&holder)
+        .map_err(|e| format!("id ranges: {}: {e}", holder.display()))?;
+    let (step_uid, step_gid) = crate::userns::step_host_range();
+    let pool = Pool::load(step_uid, step_gid)?;
+    match reserve(&pool, &holder) {
+        Ok(slot) => Ok(StepRange { slot, holder }),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&holder);
+            Err(e)
+        }
     }
 }
 

@@ -243,10 +243,11 @@ fn run_helper_args(
     Ok(())
 }
 
-/// The host range of `buildcell step` as host root (uid start, gid start):
-/// the first 65536 ids of the `buildcell` user's subordinate ranges, else
-/// [`ROOT_DEFAULT_START`]. Shared by every step; never part of the pool
-/// bundles get their ranges from (see `idpool`).
+/// The first 65536 ids of the `buildcell` user's subordinate ranges, else
+/// [`ROOT_DEFAULT_START`] (uid start, gid start): the range every step as
+/// host root shared before steps reserved ranges of their own
+/// ([`crate::idpool::reserve_for_step`]); still left out of the pool, so
+/// that files earlier steps left under those ids never meet a container.
 pub fn step_host_range() -> (u32, u32) {
     let sub = |file| {
         lookup_range(Path::new(file), Some("buildcell"), u32::MAX)
