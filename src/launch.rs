@@ -138,6 +138,7 @@ pub fn run(
 
     // Into the step's cgroup (when it has one) before anything runs.
     place(pid.as_raw())?;
+    timer.log("placed in cgroup");
     idmap.write(pid.as_raw())?;
     timer.log("uid/gid maps written");
 

@@ -642,3 +642,44 @@ fn random_user_draws_in_range_and_extends_the_image_passwd() {
             .is_none()
     );
 }
+
+/// A container of a Kubernetes pod as containerd's CRI plugin sends it on
+/// a production host (the pod's ipc, uts and network namespaces joined by
+/// path, its hostname, hosts, resolv.conf and /dev/shm bound from
+/// containerd's sandbox directories): `build-network` lets it run;
+/// `build` refuses it for the pod network's eth0 alone.
+#[test]
+fn a_kubernetes_pod_container_runs_under_build_network_only() {
+    let sandbox = "io.containerd.grpc.v1.cri/sandboxes/0123abcd";
+    let bind = |dest: &str, src: String| {
+        serde_json::json!({"destination": dest, "type": "bind", "source": src,
+                           "options": ["rbind", "rprivate", "rw"]})
+    };
+    let spec = engine_like(serde_json::json!({
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            bind("/etc/hostname", format!("/var/lib/containerd/{sandbox}/hostname")),
+            bind("/etc/hosts", format!("/var/lib/containerd/{sandbox}/hosts")),
+            bind("/etc/resolv.conf", format!("/var/lib/containerd/{sandbox}/resolv.conf")),
+            bind("/dev/shm", format!("/run/containerd/{sandbox}/shm")),
+            bind("/dev/termination-log", "/var/lib/kubelet/pods/uid/containers/c/0".into()),
+        ],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"},
+            {"type": "ipc", "path": "/proc/42/ns/ipc"}, {"type": "uts", "path": "/proc/42/ns/uts"},
+            {"type": "network", "path": "/var/run/netns/podnet"}]}
+    }));
+    let net = load(
+        &Selection {
+            name: "build-network".into(),
+            why: "t".into(),
+        },
+        &Config::default(),
+    )
+    .unwrap()
+    .profile;
+    let v = run_check(&net, &spec, true);
+    assert!(v.is_empty(), "{v:?}");
+    let v = run_check(&build(), &spec, true);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("eth0"), "{v:?}");
+}
