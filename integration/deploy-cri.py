@@ -27,6 +27,7 @@ def main():
     ap.add_argument("--image", required=True)
     ap.add_argument("--logdir", required=True)
     ap.add_argument("--recipes", required=True, help="the shared recipes' lib directory")
+    ap.add_argument("--cgroup-parent", default="", help="the pod's cgroup parent (unique to the run)")
     ap.add_argument("mode", choices=["run", "refused"])
     a = ap.parse_args()
 
@@ -41,7 +42,7 @@ def main():
         metadata=pb.PodSandboxMetadata(name=f"deploy-{a.handler}", uid=f"deploy-{os.getpid()}",
                                        namespace="default", attempt=0),
         log_directory=a.logdir,
-        linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+        linux=pb.LinuxPodSandboxConfig(cgroup_parent=a.cgroup_parent, security_context=pb.LinuxSandboxSecurityContext(
             namespace_options=pb.NamespaceOption(network=pb.NODE))))
     try:
         sb = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=sbcfg, runtime_handler=a.handler),
