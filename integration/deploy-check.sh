@@ -9,7 +9,7 @@
 #
 #   sudo integration/deploy-check.sh /path/to/buildcell
 #
-# podman and buildah: CONTAINERS_CONF=deploy/containers/buildcell.conf;
+# podman (root and rootless) and buildah: CONTAINERS_CONF=deploy/containers/buildcell.conf;
 # containerd: a config made of this run's paths + deploy/containerd/buildcell.toml
 # appended (ctr, and CRI pods through the handlers of
 # deploy/kubernetes/runtimeclass.yaml); dockerd: --config-file
@@ -39,6 +39,8 @@ for d in "${BUILDCELL_RECIPES:-}" "$REPO/../shared/integration-recipes" /work/sh
 done
 [ -n "${RECIPES_DIR:-}" ] || { echo "deploy-check.sh: integration recipes not found" >&2; exit 2; }
 export RECORD=0 QUIET_CALLS=1
+# the rootless user of ci/test.sh (as integration/run.sh)
+export ROOTLESS_USER=${ROOTLESS_USER:-${BUILDCELL_TEST_USER:-bctest}}
 # shellcheck source=/dev/null
 . "$RECIPES_DIR/lib/common.sh"
 need_root
@@ -172,6 +174,26 @@ check "podman --runtime buildcell-strict -d: state names strict" '"org.buildcell
          $BC state \$(${P[*]} inspect -f '{{.Id}}' ps)"
 "${P[@]}" rm -f -t 0 ps >/dev/null 2>&1 || true
 section_end podman
+
+# Rootless podman reads the same conf (the containers.conf.d drop-in applies
+# to every user); buildcell runs as root of podman's user namespace, with
+# the user's state and an unsigned log under the user's home (no key).
+section "podman (rootless, $ROOTLESS_USER): CONTAINERS_CONF=deploy/containers/buildcell.conf"
+ensure_rootless_user
+on_exit "as_user CONTAINERS_CONF=$CONTAINERS_CONF podman rm -af -t 0; as_user podman system migrate"
+as_user CONTAINERS_CONF="$CONTAINERS_CONF" podman load -q -i "$WORK/image.tar" >/dev/null
+RLHOME=$WORK/home-$ROOTLESS_USER
+check "podman run (rootless, no --runtime): root inside" "uid=0(root)" \
+  as_user CONTAINERS_CONF="$CONTAINERS_CONF" podman run --rm --cidfile "$RLHOME/rl.cid" --network none "$IMG" id
+RLLOG=$RLHOME/.local/state/buildcell/audit
+_rl_profile() {
+  local l; l=$(ls -t "$RLLOG/$(cat "$RLHOME/rl.cid")"-*.log 2>/dev/null | head -1)
+  [ -n "$l" ] || { echo "no audit log in $RLLOG"; return 1; }
+  head -1 "$l" | jq -r '"\(.profile) (\(.annotations["org.buildcell.policy.selected-by"]))"'
+  "$BC" audit verify "$l"
+}
+check "  ...its audit log (user's home): profile build from /etc/buildcell" "build ($CONF)" _rl_profile
+section_end podman-rootless
 
 section "buildah (root): CONTAINERS_CONF=deploy/containers/buildcell.conf"
 B=(buildah --root "$PSTORE" --runroot "$PRUN" --storage-driver overlay)
