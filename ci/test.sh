@@ -107,6 +107,12 @@ run_script "build secret through buildah: in no audit log, layer or history entr
   integration/buildah-secret.sh target/release/buildcell-engine-compat
 run_script "engines under policy: build refuses, each engine shows the violations (integration/policy-engines.sh)" \
   integration/policy-engines.sh target/release/buildcell
+# deploy/ as an operator uses it: install.sh (in a private mount namespace,
+# so the machine's /etc and /usr/local stay untouched), then podman, buildah,
+# containerd (ctr, CRI handlers), dockerd and BuildKit pointed at buildcell
+# by their deploy files alone; the profile each container got is checked.
+run_script "deploy/: install.sh, then every engine through its deploy file (integration/deploy-check.sh)" \
+  integration/deploy-check.sh target/release/buildcell
 # Every parser of hostile input under cargo-fuzz, 60 s per target (two at a
 # time): one passed per target that ran without a crash.
 run_script "fuzzing: config.json, profiles, seccomp JSON, exec --process, update, audit logs (fuzz/run.sh 60)" \

@@ -120,7 +120,11 @@ fi
 # buildcell runs the recipes as buildcell-engine-compat: called by that
 # name it applies the engine-compat profile (profiles/engine-compat.toml,
 # README "Engines under policy"), as a RuntimeClass handler per profile
-# would. The default profile, build, refuses what several checks ask for
+# would. A copy under that name, not the symlink deploy/install.sh makes:
+# the recipes resolve the runtime with readlink -f and run it (and
+# BuildKit's runc shim) by the resolved name, which would be "buildcell"
+# and select the default profile. deploy/ itself is checked by
+# integration/deploy-check.sh. The default profile, build, refuses what several checks ask for
 # (--network host, --privileged, host binds); integration/policy-check.sh
 # shows each engine reporting those refusals.
 if [ "$rt_name" = buildcell ]; then

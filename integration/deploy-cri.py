@@ -1,0 +1,79 @@
+#!/usr/bin/python3
+"""What a Kubernetes pod with `runtimeClassName: HANDLER` turns into at the
+CRI (RunPodSandbox(runtime_handler=HANDLER), then a container), against a
+containerd whose handlers come from deploy/containerd/buildcell.toml.
+
+  deploy-cri.py --sock S --handler H --image I --logdir D --recipes LIB run
+      a hostNetwork pod and one container; prints `sandbox ID` and
+      `container ID` (both running), then waits for a line on stdin and
+      removes the pod (the caller reads the runtime's state meanwhile)
+  deploy-cri.py ... refused
+      the same pod; prints the CRI error (the runtime's one-line refusal)
+      and exits 0 when RunPodSandbox failed, 1 when it ran
+
+Uses the stubs of the shared recipes' cri-smoke.py (cri_min.proto).
+"""
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sock", required=True)
+    ap.add_argument("--handler", required=True)
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--logdir", required=True)
+    ap.add_argument("--recipes", required=True, help="the shared recipes' lib directory")
+    ap.add_argument("--cgroup-parent", default="", help="the pod's cgroup parent (unique to the run)")
+    ap.add_argument("mode", choices=["run", "refused"])
+    a = ap.parse_args()
+
+    spec = importlib.util.spec_from_file_location("cri_smoke", os.path.join(a.recipes, "cri-smoke.py"))
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    pb, pbg = smoke.load_stubs()
+    import grpc
+    rt = pbg.RuntimeServiceStub(grpc.insecure_channel("unix://" + a.sock))
+    T = 60
+    sbcfg = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name=f"deploy-{a.handler}", uid=f"deploy-{os.getpid()}",
+                                       namespace="default", attempt=0),
+        log_directory=a.logdir,
+        linux=pb.LinuxPodSandboxConfig(cgroup_parent=a.cgroup_parent, security_context=pb.LinuxSandboxSecurityContext(
+            namespace_options=pb.NamespaceOption(network=pb.NODE))))
+    try:
+        sb = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=sbcfg, runtime_handler=a.handler),
+                              timeout=T).pod_sandbox_id
+    except grpc.RpcError as e:
+        print(f"RunPodSandbox(handler={a.handler}) failed: {e.details()}")
+        return 0 if a.mode == "refused" else 1
+    try:
+        if a.mode == "refused":
+            print(f"RunPodSandbox(handler={a.handler}) ran: pod sandbox {sb}")
+            return 1
+        print(f"sandbox {sb}", flush=True)
+        cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="step"), image=pb.ImageSpec(image=a.image),
+                                 command=["sleep", "7306"], log_path="step.log")
+        c = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=sb, config=cfg, sandbox_config=sbcfg),
+                               timeout=T).container_id
+        rt.StartContainer(pb.StartContainerRequest(container_id=c), timeout=T)
+        for _ in range(100):
+            st = rt.ContainerStatus(pb.ContainerStatusRequest(container_id=c), timeout=T).status
+            if st.state == pb.CONTAINER_RUNNING:
+                break
+            time.sleep(0.1)
+        print(f"container {c} {pb.ContainerState.Name(st.state)}", flush=True)
+        sys.stdin.readline()
+        rt.StopContainer(pb.StopContainerRequest(container_id=c, timeout=1), timeout=T)
+        rt.RemoveContainer(pb.RemoveContainerRequest(container_id=c), timeout=T)
+    finally:
+        rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sb), timeout=T)
+        rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sb), timeout=T)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
