@@ -116,6 +116,10 @@ pub struct Saved {
     /// (removed at `delete`).
     #[serde(default)]
     pub overlay_workdir: Option<PathBuf>,
+    /// The detached audit supervisor's start time (with `supervisor_pid`:
+    /// `delete` waits for that process, never for a reused pid).
+    #[serde(default)]
+    pub supervisor_start_time: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,6 +206,33 @@ impl ContainerDir {
             dir,
             _lock: lock,
         })
+    }
+
+    /// The directory of a container whose `create` died before it wrote
+    /// any state (its lock is free, it has no `state.json`): what `delete
+    /// --force` removes. None when there is no such directory, or when it
+    /// is not the one locked (removed and made again by another `create`).
+    pub fn open_leftover(root: &Path, id: &str) -> Result<Option<ContainerDir>, StateError> {
+        use std::os::unix::fs::MetadataExt;
+        check_id(id)?;
+        let dir = root.join(id);
+        let lock = match lock_dir(id, &dir) {
+            Ok(l) => l,
+            Err(StateError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let locked = nix::sys::stat::fstat(lock.as_raw_fd())
+            .map_err(|e| io(id, &dir)(std::io::Error::from(e)))?;
+        let same = fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.ino() == locked.st_ino as u64 && m.dev() == locked.st_dev as u64);
+        if !same {
+            return Ok(None);
+        }
+        Ok(Some(ContainerDir {
+            id: id.into(),
+            dir,
+            _lock: lock,
+        }))
     }
 
     pub fn fifo(&self) -> PathBuf {
