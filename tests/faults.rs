@@ -287,3 +287,275 @@ fn every_fault_point_rootless() {
     }
     eprintln!("{} points", every_point(Variant::Rootless));
 }
+
+// ---------- helpers for the scenarios below ----------
+
+/// `buildcell [--root ROOT] ARGS` as the caller of `m` in `cwd`, stdout
+/// and stderr in `cwd/NAME.out` and `.err` (a created container keeps
+/// them: its stdio is buildcell's).
+fn bc(
+    m: Mode,
+    cwd: &Path,
+    root: Option<&Path>,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let out = cwd.join(format!("{name}.out"));
+    let err = cwd.join(format!("{name}.err"));
+    let mut all: Vec<String> = Vec::new();
+    if let Some(r) = root {
+        all.extend(["--root".into(), r.display().to_string()]);
+    }
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let status = command(m, cwd, &all, env)
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .status()
+        .expect("start buildcell");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: fs::read_to_string(&out).unwrap(),
+        stderr: fs::read_to_string(&err).unwrap(),
+    }
+}
+
+/// A tmpfs of `size` at `dir`, owned by the caller of `m`; unmounted on
+/// drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn new(m: Mode, dir: &Path, size: &str) -> Tmpfs {
+        let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+        fs::create_dir_all(dir).unwrap();
+        let opts = format!("size={size},mode=0700,uid={}", caller_uid(m));
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(opts.as_str()),
+        )
+        .unwrap();
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// `buildcell audit verify LOG`: exit status and its one line.
+fn verify(log: &Path) -> (i32, String) {
+    let h = harness();
+    let out = std::process::Command::new(&h.bin)
+        .args(["audit", "verify"])
+        .arg(log)
+        .output()
+        .unwrap();
+    let r = finish(out);
+    (
+        r.code,
+        format!("{}{}", r.stdout, r.stderr).trim().to_string(),
+    )
+}
+
+/// Every line of `log` parses as a record, seq 0, 1, 2... : (number of
+/// records, the `/bin/echo X` (or `touch X`) arguments recorded as run).
+fn records(log: &Path, prog: &str) -> (usize, Vec<String>) {
+    use buildcell::audit::record::{Body, Record};
+    let text = fs::read_to_string(log).unwrap();
+    let mut ran = Vec::new();
+    let mut n = 0;
+    for (i, l) in text.lines().enumerate() {
+        let r: Record =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("line {}: {e}: {l}", i + 1));
+        assert_eq!(r.seq, i as u64, "{l}");
+        if let Body::Exec(e) = r.body {
+            if e.result == "ok" && e.argv.len() == 2 && e.argv[0].ends_with(prog) {
+                ran.push(e.argv[1].clone());
+            }
+        }
+        n += 1;
+    }
+    (n, ran)
+}
+
+/// The verdict on a log that lost its end: every record verifies, and it
+/// says it was cut off after its last record.
+fn assert_cut_off(log: &Path, n: usize) {
+    let (code, line) = verify(log);
+    assert_eq!(code, 1, "{line}");
+    let want = format!(
+        "{}: {n} records, no signed checkpoint, cut off after seq {} (no end record",
+        log.display(),
+        n - 1
+    );
+    assert!(
+        line.starts_with("FAIL: ") && line.contains(&want),
+        "{line}\nwant: {want}"
+    );
+}
+
+// ---------- the audit log's file system fills up ----------
+
+/// A step that execs `touch m.I` 300 times, its log on a 32 KiB tmpfs
+/// (about 50 records): the exec after the fill is refused (its file never
+/// appears), the step is stopped with one line naming the log (exit 125),
+/// every record written before verifies, and the verdict says the log is
+/// cut off.
+#[test]
+fn a_full_log_file_system_stops_the_step() {
+    if !is_root() {
+        return skip("mounting the small file system needs root");
+    }
+    each_mode(|m| {
+        let h = harness();
+        let fsdir = h.dir.join(format!("logfs-step-{m:?}"));
+        let _fs = Tmpfs::new(m, &fsdir, "32k");
+        let log = fsdir.join("step.log");
+        let d = workdir(m, "full-log-step");
+        let script = "i=0; while [ $i -lt 300 ]; do touch m.$i; i=$((i+1)); done; touch done";
+        let r = bc(
+            m,
+            &d,
+            None,
+            "step",
+            &[
+                "step",
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            &[],
+        );
+        assert_eq!(r.code, 125, "{r:?}");
+        // The step's own stderr is buildcell's too (its shell says the
+        // refused exec failed); buildcell's own error is one line.
+        let ours: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("buildcell:"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{r:?}");
+        assert!(
+            ours[0].contains(&format!("audit log {}", log.display())),
+            "{r:?}"
+        );
+        let made: Vec<String> = (0..300)
+            .map(|i| format!("m.{i}"))
+            .take_while(|f| d.join(f).exists())
+            .collect();
+        let files = fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("m."))
+            .count();
+        assert!(!made.is_empty() && made.len() < 300, "{} files", made.len());
+        assert_eq!(
+            files,
+            made.len(),
+            "a file after a gap: an exec ran after a refused one"
+        );
+        assert!(!d.join("done").exists());
+        let (n, ran) = records(&log, "touch");
+        // Each file made has its record, and the exec after the last
+        // record did not run.
+        assert_eq!(ran, made, "records vs files");
+        assert_cut_off(&log, n);
+        eprintln!(
+            "{m:?}: {} execs recorded and run, then refused; {n} records",
+            made.len()
+        );
+    });
+}
+
+/// The same for a bundle's container (rootless: the audit directory is
+/// `$XDG_STATE_HOME/buildcell/audit`, put on the small file system; host
+/// root's is /var/log/buildcell, not chosen by the caller): the detached
+/// supervisor stops the container, `state` says why naming the log, the
+/// exec after the fill never runs, the records verify as cut off, and
+/// `delete --force` leaves nothing.
+#[test]
+fn a_full_log_file_system_stops_a_bundle_container() {
+    if !is_root() || !harness().modes.contains(&Mode::User) {
+        return skip("needs root (to mount) and the unprivileged user");
+    }
+    let m = Mode::User;
+    let h = harness();
+    let fsdir = h.dir.join("logfs-bundle");
+    let _fs = Tmpfs::new(m, &fsdir, "32k");
+    let script = "i=0; while [ $i -lt 300 ]; do /bin/echo m.$i; i=$((i+1)); done; /bin/echo done; sleep 1000";
+    let b = pbundle(m, "full-log-bundle", &["sh", "-c", script], |_| {});
+    let env = [("XDG_STATE_HOME", fsdir.to_str().unwrap())];
+    let root = b.join("state");
+    let bs = b.display().to_string();
+    let r = bc(
+        m,
+        &b,
+        Some(&root),
+        "c1",
+        &["create", "--bundle", &bs, "c1"],
+        &env,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = bc(m, &b, Some(&root), "start", &["start", "c1"], &env);
+    assert_eq!(r.code, 0, "{r:?}");
+    let state = || -> Value {
+        serde_json::from_str(&bc(m, &b, Some(&root), "state", &["state", "c1"], &env).stdout)
+            .unwrap()
+    };
+    assert!(
+        wait_until(15, || state()["status"] == "stopped"),
+        "{}",
+        state()
+    );
+    let log = fs::read_dir(fsdir.join("buildcell/audit"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("the container's log");
+    let why = state()["annotations"]["org.buildcell.audit.failure"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.contains(&format!("audit log {}", log.display())),
+        "{why}"
+    );
+    let printed = fs::read_to_string(b.join("c1.out")).unwrap();
+    let printed: Vec<String> = printed.lines().map(String::from).collect();
+    assert!(
+        !printed.is_empty() && printed.len() < 300 && !printed.contains(&"done".into()),
+        "{printed:?}"
+    );
+    let (n, ran) = records(&log, "/bin/echo");
+    assert_eq!(
+        ran, printed,
+        "every line printed has its record, nothing ran after"
+    );
+    assert_cut_off(&log, n);
+    let r = bc(
+        m,
+        &b,
+        Some(&root),
+        "delete",
+        &["delete", "--force", "c1"],
+        &env,
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let left = leftovers(&b, "c1");
+    assert!(left.is_empty(), "{left:?}");
+    eprintln!(
+        "bundle: {} execs recorded and run, then refused; {n} records",
+        printed.len()
+    );
+}

@@ -316,6 +316,10 @@ pub fn current(dir: &ContainerDir) -> Result<OciState, Error> {
     if oci.status == Status::Stopped {
         oci.pid = 0;
     }
+    if let Ok(why) = std::fs::read_to_string(dir.dir.join(AUDIT_FAILURE_FILE)) {
+        oci.annotations
+            .insert(AUDIT_FAILURE_ANNOTATION.into(), why.trim().to_string());
+    }
     Ok(oci)
 }
 
@@ -577,7 +581,7 @@ pub fn create(
     } else {
         let control = bind_control(&dir.dir)?;
         let owned = log.0.take().ok_or_else(|| usage("audit log missing"))?;
-        let sup = start_supervisor(control, owned)?;
+        let sup = start_supervisor(control, owned, dir.dir.join(AUDIT_FAILURE_FILE))?;
         progress.supervisor_pid = Some(sup.pid);
         progress.supervisor_start_time = state::start_time(sup.pid);
         dir.save(&progress)?;
@@ -986,9 +990,16 @@ impl SupervisorHandle {
     }
 }
 
+/// Where a detached supervisor that stopped its container because the
+/// audit failed says why (its stdio is /dev/null): `state` shows it as the
+/// annotation [`AUDIT_FAILURE_ANNOTATION`].
+const AUDIT_FAILURE_FILE: &str = "audit.failure";
+pub const AUDIT_FAILURE_ANNOTATION: &str = "org.buildcell.audit.failure";
+
 fn start_supervisor(
     control: std::os::unix::net::UnixListener,
     mut log: AuditLog,
+    failure_note: PathBuf,
 ) -> Result<SupervisorHandle, Error> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| usage(format!("start the audit supervisor: {e}")))?;
@@ -1025,6 +1036,12 @@ fn start_supervisor(
                                 &mut log,
                                 audit::supervisor::Mode::Detached,
                             );
+                            if let Some(why) = &out.audit_failure {
+                                let _ = std::fs::write(
+                                    &failure_note,
+                                    format!("audit: {why}; the container was stopped"),
+                                );
+                            }
                             i32::from(out.audit_failure.is_some())
                         }
                         Err(_) => {
