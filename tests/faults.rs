@@ -559,3 +559,183 @@ fn a_full_log_file_system_stops_a_bundle_container() {
         printed.len()
     );
 }
+
+// ---------- the audit supervisor is killed ----------
+
+fn all_variants(f: impl Fn(Variant)) {
+    for v in [
+        Variant::LooksLikeRoot,
+        Variant::RootOwnNs,
+        Variant::Rootless,
+    ] {
+        let usable = match v.mode() {
+            Mode::Root => is_root(),
+            Mode::User => harness().modes.contains(&Mode::User),
+        };
+        if usable {
+            eprintln!("--- {v:?}");
+            f(v);
+        }
+    }
+}
+
+fn saved_state(b: &Path, id: &str) -> Value {
+    let path = b.join("state").join(id).join("state.json");
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn sigkill(pid: i64) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// SIGKILL to the detached supervisor of a running container while a
+/// process `exec`'d into it execs `/bin/echo` in a loop, and of a created
+/// one before `start`: from the host, no exec runs after (`exec` is
+/// refused and prints nothing, `start` runs nothing, every line the loop
+/// printed has its record), the container is stopped (state, processes),
+/// its log verifies as cut off, and `delete --force` leaves nothing.
+#[test]
+fn a_killed_supervisor_stops_its_container() {
+    all_variants(|v| {
+        let m = v.mode();
+        let b = fault_bundle(v, &format!("sup-killed-{}", v.tag()));
+        let bs = b.display().to_string();
+        let root = b.join("state");
+        // Running, with an exec'd process that execs in a loop.
+        let id = format!("sk-run-{}", v.tag());
+        mark(&b, &id);
+        let r = bc(
+            m,
+            &b,
+            Some(&root),
+            "create",
+            &["create", "--bundle", &bs, &id],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(
+            bc(m, &b, Some(&root), "start", &["start", &id], &[]).code,
+            0
+        );
+        let fid = format!("FAULT_ID={id}");
+        let looping = "i=0; while :; do /bin/echo l.$i; i=$((i+1)); done";
+        let r = bc(
+            m,
+            &b,
+            Some(&root),
+            "loop",
+            &["exec", "--detach", "--env", &fid, &id, "sh", "-c", looping],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let out = b.join("loop.out");
+        assert!(wait_until(10, || fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .count()
+            >= 20));
+        let st = saved_state(&b, &id);
+        let log = PathBuf::from(st["audit_log"].as_str().unwrap());
+        sigkill(st["supervisor_pid"].as_i64().unwrap());
+        let r = bc(
+            m,
+            &b,
+            Some(&root),
+            "after",
+            &["exec", &id, "/bin/echo", "after"],
+            &[],
+        );
+        assert_ne!(r.code, 0, "{r:?}");
+        assert!(
+            !r.stdout.contains("after"),
+            "an exec ran after the supervisor died: {r:?}"
+        );
+        let state = |id: &str| -> Value {
+            serde_json::from_str(&bc(m, &b, Some(&root), "state", &["state", id], &[]).stdout)
+                .unwrap()
+        };
+        assert!(
+            wait_until(10, || state(&id)["status"] == "stopped"),
+            "{}",
+            state(&id)
+        );
+        assert!(
+            wait_until(5, || processes_of(&id).is_empty()),
+            "{:?}",
+            processes_of(&id)
+        );
+        // A partial last line: the loop's echo killed mid-write.
+        let printed: Vec<String> = fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        let (n, ran) = records(&log, "/bin/echo");
+        let missing: Vec<_> = printed.iter().filter(|l| !ran.contains(l)).collect();
+        assert!(missing.is_empty(), "printed without a record: {missing:?}");
+        assert_cut_off(&log, n);
+        assert_eq!(
+            bc(m, &b, Some(&root), "del", &["delete", "--force", &id], &[]).code,
+            0
+        );
+        let left = leftovers(&b, &id);
+        assert!(left.is_empty(), "{left:?}");
+        eprintln!(
+            "{v:?}: {} execs printed, all recorded; {n} records, cut off",
+            printed.len()
+        );
+
+        // Created, not started: the process must never run.
+        let id = format!("sk-created-{}", v.tag());
+        let b2 = fault_bundle(v, &format!("sup-killed2-{}", v.tag()));
+        let bs2 = b2.display().to_string();
+        let root2 = b2.join("state");
+        let cfg = b2.join("config.json");
+        let mut c: Value = serde_json::from_str(&fs::read_to_string(&cfg).unwrap()).unwrap();
+        c["process"]["args"] = json!(["/bin/echo", "started"]);
+        fs::write(&cfg, c.to_string()).unwrap();
+        mark(&b2, &id);
+        let r = bc(
+            m,
+            &b2,
+            Some(&root2),
+            "create",
+            &["create", "--bundle", &bs2, &id],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let st = saved_state(&b2, &id);
+        sigkill(st["supervisor_pid"].as_i64().unwrap());
+        let state2 = || -> Value {
+            serde_json::from_str(&bc(m, &b2, Some(&root2), "state", &["state", &id], &[]).stdout)
+                .unwrap()
+        };
+        assert!(
+            wait_until(10, || state2()["status"] == "stopped"),
+            "{}",
+            state2()
+        );
+        let r = bc(m, &b2, Some(&root2), "start", &["start", &id], &[]);
+        assert_ne!(r.code, 0, "{r:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let printed = fs::read_to_string(b2.join("create.out")).unwrap();
+        assert!(!printed.contains("started"), "{printed}");
+        assert_eq!(
+            bc(
+                m,
+                &b2,
+                Some(&root2),
+                "del",
+                &["delete", "--force", &id],
+                &[]
+            )
+            .code,
+            0
+        );
+        let left = leftovers(&b2, &id);
+        assert!(left.is_empty(), "{left:?}");
+    });
+}
