@@ -739,3 +739,181 @@ fn a_killed_supervisor_stops_its_container() {
         assert!(left.is_empty(), "{left:?}");
     });
 }
+
+// ---------- the host reboots mid-step ----------
+
+/// A "reboot": state roots on tmpfs, containers running (`c1`), created
+/// (`c2`) and running under a second root (`c3`), and a step execing in a
+/// loop; then every process of buildcell and of the containers killed
+/// (supervisors first, so none writes its end record), the second root's
+/// tmpfs unmounted and a fresh one mounted. `list`/`state` tell the truth
+/// (c1, c2 stopped; c3 unknown, in one line), `delete --force` cleans
+/// what remains, every log verifies up to its last record and says it was
+/// cut off.
+#[test]
+fn a_reboot_mid_step_leaves_the_truth() {
+    all_variants(|v| {
+        let m = v.mode();
+        let h = harness();
+        let b = fault_bundle(v, &format!("reboot-{}", v.tag()));
+        let bs = b.display().to_string();
+        let root_a = h.dir.join(format!("reboot-a-{}", v.tag()));
+        let root_b = h.dir.join(format!("reboot-b-{}", v.tag()));
+        let _a = Tmpfs::new(m, &root_a, "4m");
+        let mut fs_b = Tmpfs::new(m, &root_b, "4m");
+        let ids: Vec<String> = ["c1", "c2", "c3"]
+            .iter()
+            .map(|c| format!("rb-{c}-{}", v.tag()))
+            .collect();
+        let root_of = |i: usize| if i == 2 { &root_b } else { &root_a };
+        let mut logs = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            mark(&b, id);
+            let r = bc(
+                m,
+                &b,
+                Some(root_of(i)),
+                id,
+                &["create", "--bundle", &bs, id],
+                &[],
+            );
+            assert_eq!(r.code, 0, "{r:?}");
+            if i != 1 {
+                let r = bc(m, &b, Some(root_of(i)), "start", &["start", id], &[]);
+                assert_eq!(r.code, 0, "{r:?}");
+            }
+            let st: Value = serde_json::from_str(
+                &fs::read_to_string(root_of(i).join(id).join("state.json")).unwrap(),
+            )
+            .unwrap();
+            logs.push((
+                PathBuf::from(st["audit_log"].as_str().unwrap()),
+                st["supervisor_pid"].as_i64().unwrap(),
+            ));
+        }
+        // A step execing in a loop.
+        let d = workdir(m, &format!("reboot-step-{}", v.tag()));
+        let step_log = log_path(m, &format!("reboot-step-{}", v.tag()));
+        let step_id = format!("rb-step-{}", v.tag());
+        let looping = format!("export FAULT_ID={step_id}; while :; do /bin/true; done");
+        let step = command(
+            m,
+            &d,
+            &[
+                "step",
+                "--audit-log",
+                step_log.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                &looping,
+            ],
+            &[],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let mut step = KillOnDrop(step);
+        let step_pid = buildcell_pid(&step.0);
+        assert!(wait_until(10, || fs::read_to_string(&step_log)
+            .is_ok_and(|t| t.lines().count() > 20)));
+
+        // The power goes: the supervisors and the step's buildcell first,
+        // then whatever is left of the containers.
+        for (_, sup) in &logs {
+            sigkill(*sup);
+        }
+        sigkill(step_pid.as_raw().into());
+        for id in &ids {
+            for p in processes_of(id) {
+                sigkill(p.split(':').next().unwrap().parse().unwrap());
+            }
+        }
+        let _ = step.0.wait();
+        assert!(wait_until(5, || ids
+            .iter()
+            .chain([&step_id])
+            .all(|id| processes_of(id).is_empty())));
+        drop(fs_b);
+        fs_b = Tmpfs::new(m, &root_b, "4m");
+
+        // list and state tell the truth.
+        let list = bc(
+            m,
+            &b,
+            Some(&root_a),
+            "list",
+            &["list", "--format", "json"],
+            &[],
+        );
+        assert_eq!(list.code, 0, "{list:?}");
+        let list: Value = serde_json::from_str(&list.stdout).unwrap();
+        let got: Vec<(String, String, i64)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_string(),
+                    s["status"].as_str().unwrap().to_string(),
+                    s["pid"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (ids[0].clone(), "stopped".into(), 0),
+                (ids[1].clone(), "stopped".into(), 0)
+            ]
+        );
+        let r = bc(m, &b, Some(&root_b), "state", &["state", &ids[2]], &[]);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert_eq!(
+            r.stderr.trim(),
+            format!("buildcell: container {} does not exist", ids[2]),
+            "{r:?}"
+        );
+        let r = bc(m, &b, Some(&root_b), "list", &["list", "--quiet"], &[]);
+        assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{r:?}");
+
+        // delete --force cleans what remains.
+        for (i, id) in ids.iter().enumerate() {
+            let r = bc(
+                m,
+                &b,
+                Some(root_of(i)),
+                "del",
+                &["delete", "--force", id],
+                &[],
+            );
+            assert_eq!(r.code, 0, "{r:?}");
+        }
+        for id in &ids[..2] {
+            let mut left = leftovers(&b, id);
+            left.extend(
+                fs::read_dir(&root_a)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| format!("{:?}", e.path())),
+            );
+            assert!(left.is_empty(), "{left:?}");
+        }
+        // c3's state went with the tmpfs, so nothing knows its cgroup any
+        // more; a real reboot takes the cgroups too. Only they may remain.
+        for c in cgroups_of(&ids[2]) {
+            let _ = fs::remove_dir(&c);
+        }
+        let left = leftovers(&b, &ids[2]);
+        assert!(left.is_empty(), "{left:?}");
+
+        // Every log verifies up to its last record and says it was cut off.
+        for log in logs.iter().map(|(l, _)| l).chain([&step_log]) {
+            let (n, _) = records(log, "/bin/true");
+            assert_cut_off(log, n);
+        }
+        drop(fs_b);
+    });
+}
