@@ -240,6 +240,32 @@ fn every_point(v: Variant) -> usize {
         if !died_right {
             failures.push(format!("{point}: not the expected death: {r:?}"));
         }
+        // What `state` must say now: a half-made or half-deleted container
+        // is stopped; the exec fifo counts only while an init waits on it.
+        let want: &[&str] = match *point {
+            _ if !reached => &["created"],
+            "create:saved" | "start:before-fifo" => &["created"],
+            "supervisor:started" => &["created", "stopped"],
+            "start:after-fifo" => &["running"],
+            // A create whose init dies fails and removes what it made.
+            "delete:state-removed" | "init:mounts-done" | "init:before-ready" => &["(none)"],
+            p if p.starts_with("exec") => &["running"],
+            _ => &["stopped"],
+        };
+        let st = rt(m, &b, None, &["state", &id]);
+        let status = match st.code {
+            0 => serde_json::from_str::<Value>(&st.stdout).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            _ if st.stderr.trim() == format!("buildcell: container {id} does not exist") => {
+                "(none)".into()
+            }
+            _ => format!("{st:?}"),
+        };
+        if !want.contains(&status.as_str()) {
+            failures.push(format!("{point}: state says {status}, not {want:?}"));
+        }
         let d = rt(m, &b, None, &["delete", "--force", &id]);
         if d.code != 0 {
             failures.push(format!("{point}: delete --force failed: {d:?}"));
