@@ -690,13 +690,16 @@ pub enum Gate {
 
 /// Set up a bundle's container up to the point where only the exec of the
 /// user process is left. `place` puts the new init into its cgroup before
-/// the init goes on. On any error nothing is left running.
+/// the init goes on; `made_workdir` hears of the work directory of an
+/// overlay rootfs made again as soon as it exists (both so that `delete`
+/// finds them if this process dies). On any error nothing is left running.
 pub fn create(
     plan: &LaunchPlan,
     idmap: Option<&IdMapPlan>,
     gate: Gate,
     console_socket: Option<&std::path::Path>,
     place: impl FnOnce(i32) -> Result<(), Error>,
+    made_workdir: impl FnOnce(&std::path::Path) -> Result<(), Error>,
     timer: Timer,
 ) -> Result<Created, Error> {
     if let Some(m) = idmap {
@@ -773,6 +776,9 @@ pub fn create(
                 };
                 let (new_root, workdir) =
                     idmap_mounts(plan, pid, root.as_ref(), &binds, creator, timer)?;
+                if let Some(path) = workdir.as_ref().and_then(|w| w.path()) {
+                    made_workdir(path)?;
+                }
                 overlay_workdir = workdir;
                 parent_end.idmap_done(new_root.as_ref())?;
                 timer.log("rootfs and bind sources idmapped");

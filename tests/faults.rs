@@ -21,6 +21,10 @@ enum Variant {
     /// Host root, a root engine's bundle without a user namespace:
     /// buildcell adds one (reserved id range, idmapped rootfs).
     LooksLikeRoot,
+    /// The same on an overlayfs rootfs (what every engine sends): buildcell
+    /// mounts the overlay again on idmapped layers, with a work directory
+    /// of its own in the engine's (`buildcell-UID-GID`).
+    LooksLikeRootOverlay,
     /// Host root, a bundle with a user namespace of its own.
     RootOwnNs,
     /// The unprivileged test user (rootless).
@@ -37,6 +41,7 @@ impl Variant {
     fn tag(self) -> &'static str {
         match self {
             Variant::LooksLikeRoot => "llr",
+            Variant::LooksLikeRootOverlay => "ovl",
             Variant::RootOwnNs => "own",
             Variant::Rootless => "usr",
         }
@@ -48,8 +53,61 @@ fn fault_bundle(v: Variant, name: &str) -> PathBuf {
     let args = ["sleep", "1000"];
     match v {
         Variant::LooksLikeRoot => root_engine_bundle(name, &args, |_| {}),
+        Variant::LooksLikeRootOverlay => {
+            let merged = overlay_rootfs(name);
+            root_engine_bundle(name, &args, |c| c["root"]["path"] = json!(merged))
+        }
         _ => pbundle(v.mode(), name, &args, |_| {}),
     }
+}
+
+/// An overlayfs over a copy of the probe rootfs at `DIR/NAME-ovl/merged`,
+/// mounted as containers/storage does (volatile), left mounted (the
+/// harness directory goes at the end of the run).
+fn overlay_rootfs(name: &str) -> PathBuf {
+    let d = harness().dir.join(format!("{name}-ovl"));
+    for sub in ["diff", "work", "merged"] {
+        fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let merged = d.join("merged");
+    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},volatile",
+        probe_rootfs().display(),
+        d.join("diff").display(),
+        d.join("work").display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .unwrap();
+    merged
+}
+
+/// buildcell's own overlay work directories (`buildcell-UID-GID`) in the
+/// engine's work directory of an overlay rootfs made by [`overlay_rootfs`].
+fn overlay_workdirs(rootfs: &Path) -> Vec<String> {
+    if !rootfs.ends_with("merged") {
+        return Vec::new();
+    }
+    let work = rootfs.parent().unwrap().join("work");
+    fs::read_dir(work)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("buildcell-")
+        })
+        .map(|p| format!("overlay work directory {}", p.display()))
+        .collect()
 }
 
 /// Give the bundle's process the marker `FAULT_ID=id` (found in
@@ -139,7 +197,9 @@ fn mounts_of(id: &str, rootfs: &Path) -> Vec<String> {
                         && p.next().is_some_and(|x| x.parse::<u32>().is_ok())
                 })
             });
-            if l.contains(id) || l.contains(&rootfs) || workdir {
+            // The engine's own mount of an overlay rootfs is not ours.
+            let engines = l.split_whitespace().nth(4) == Some(rootfs.as_str());
+            if l.contains(id) || (l.contains(&rootfs) && !engines) || workdir {
                 out.push(format!("{table}: {l}"));
             }
         }
@@ -184,6 +244,7 @@ fn leftovers(bundle: &Path, id: &str) -> Vec<String> {
             .into_iter()
             .map(|m| format!("mount {m}")),
     );
+    out.extend(overlay_workdirs(&rootfs));
     out.extend(processes_of(id).into_iter().map(|p| format!("process {p}")));
     out.extend(
         ranges_of(&state_dir)
@@ -227,7 +288,8 @@ fn every_point(v: Variant) -> usize {
                 r
             }
         };
-        let reached = v == Variant::LooksLikeRoot || !ADDED_USERNS_ONLY.contains(point);
+        let added = matches!(v, Variant::LooksLikeRoot | Variant::LooksLikeRootOverlay);
+        let reached = added || !ADDED_USERNS_ONLY.contains(point);
         let died_right = match victim {
             // Not on this variant's path: the command runs through.
             _ if !reached => r.code == 0,
@@ -296,6 +358,14 @@ fn every_fault_point_looks_like_root() {
         return skip("looks-like-root needs host root");
     }
     eprintln!("{} points", every_point(Variant::LooksLikeRoot));
+}
+
+#[test]
+fn every_fault_point_looks_like_root_overlay() {
+    if !is_root() {
+        return skip("looks-like-root needs host root");
+    }
+    eprintln!("{} points", every_point(Variant::LooksLikeRootOverlay));
 }
 
 #[test]
@@ -942,4 +1012,70 @@ fn a_reboot_mid_step_leaves_the_truth() {
         }
         drop(fs_b);
     });
+}
+
+/// `list` never waits for a call under way: a `create` held in its
+/// createRuntime hook (2 s) shows as `creating` at once; once it is done,
+/// `created` (before, `list` waited for the lock; a hook that hangs hung
+/// it).
+#[test]
+fn list_does_not_wait_for_a_create_under_way() {
+    if !is_root() {
+        return skip("needs host root");
+    }
+    let m = Mode::Root;
+    let b = pbundle(m, "list-creating", &["sleep", "1000"], |c| {
+        c["hooks"] = json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "2"]}]});
+    });
+    let bs = b.display().to_string();
+    let root = b.join("state");
+    // `build` allows only the engines' hooks.
+    let mut all = vec![
+        "--root",
+        root.to_str().unwrap(),
+        "--profile",
+        "engine-compat",
+    ];
+    all.extend(["create", "--bundle", &bs, "lc1"]);
+    let mut create = KillOnDrop(
+        command(m, &b, &all, &[])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(5, || root.join("lc1/state.json").exists()));
+    let list = || -> Vec<(String, String)> {
+        let r = bc(
+            m,
+            &b,
+            Some(&root),
+            "list",
+            &["list", "--format", "json"],
+            &[],
+        );
+        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|_| panic!("{r:?}"));
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().into(),
+                    s["status"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let t = std::time::Instant::now();
+    assert_eq!(list(), vec![("lc1".to_string(), "creating".to_string())]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(create.0.wait().unwrap().success());
+    assert_eq!(list(), vec![("lc1".to_string(), "created".to_string())]);
+    ok(rt(m, &b, None, &["delete", "--force", "lc1"]));
+    assert!(leftovers(&b, "lc1").is_empty());
 }

@@ -281,8 +281,15 @@ fn bundle_idmap(plan: &LaunchPlan, spec: &Spec) -> Result<Option<IdMapPlan>, Err
 /// Status of a saved container, read from the kernel now.
 pub fn status_of(dir: &ContainerDir, saved: &Saved) -> Status {
     // Still `creating` once its lock is ours: the `create` that wrote it
-    // died half-way. Nothing of it may run: only `delete` is left.
-    if saved.oci.status == Status::Creating || !state::init_alive(saved) {
+    // died half-way. Nothing of it may run: only `delete` is left. While
+    // its lock is held (`list`), the create is under way.
+    if saved.oci.status == Status::Creating {
+        return match dir.locked {
+            true => Status::Stopped,
+            false => Status::Creating,
+        };
+    }
+    if !state::init_alive(saved) {
         return Status::Stopped;
     }
     if fifo_has_reader(&dir.fifo()) {
@@ -588,12 +595,15 @@ pub fn create(
         fault::point("create:supervisor-forked");
         (Some(sup), FinishOnDrop(None))
     };
+    let progress = std::cell::RefCell::new(progress);
     let place = |pid: i32| -> Result<(), Error> {
         // The init is made: it is what `delete` must find from now on.
-        let mut p = progress.clone();
-        p.oci.pid = pid;
-        p.init_start_time = state::start_time(pid).unwrap_or(0);
-        dir.save(&p)?;
+        {
+            let mut p = progress.borrow_mut();
+            p.oci.pid = pid;
+            p.init_start_time = state::start_time(pid).unwrap_or(0);
+            dir.save(&p)?;
+        }
         if let Some(cg) = &cgroup {
             cg.add_pid(pid).map_err(|e| usage(e.to_string()))?;
         }
@@ -616,7 +626,22 @@ pub fn create(
         .as_deref()
         .filter(|_| plan.process.terminal);
     args.extra_fds.apply(&mut plan.process);
-    let mut created = launch::create(&plan, idmap.as_ref(), gate, console, place, timer)?;
+    // So is the work directory of an overlay rootfs made again.
+    let made_workdir = |w: &Path| -> Result<(), Error> {
+        let mut p = progress.borrow_mut();
+        p.overlay_workdir = Some(w.to_path_buf());
+        Ok(dir.save(&p)?)
+    };
+    let mut created = launch::create(
+        &plan,
+        idmap.as_ref(),
+        gate,
+        console,
+        place,
+        made_workdir,
+        timer,
+    )?;
+    let progress = progress.into_inner();
     let overlay_workdir = created.overlay_workdir.take();
     let pid = created.pid;
     let mut kill_guard = KillGuard(Some(pid));
@@ -1472,7 +1497,9 @@ fn wait_gone(saved: &Saved) {
 pub fn list(root: &Path, json: bool, quiet: bool) -> Result<i32, Error> {
     let mut all = Vec::new();
     for id in state::list_ids(root) {
-        if let Ok(dir) = ContainerDir::open(root, &id) {
+        // Never waits for a call under way on a container (a `create` runs
+        // its hooks with the lock held): that one is read as it is.
+        if let Ok(dir) = ContainerDir::peek(root, &id) {
             if let Ok(s) = current(&dir) {
                 all.push(s);
             }

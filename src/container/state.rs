@@ -142,6 +142,8 @@ pub struct ContainerDir {
     pub id: String,
     pub dir: PathBuf,
     _lock: OwnedFd,
+    /// False for [`ContainerDir::peek`]: another call holds the lock.
+    pub locked: bool,
 }
 
 fn io(id: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
@@ -189,6 +191,7 @@ impl ContainerDir {
             id: id.into(),
             dir,
             _lock: lock,
+            locked: true,
         })
     }
 
@@ -205,6 +208,7 @@ impl ContainerDir {
             id: id.into(),
             dir,
             _lock: lock,
+            locked: true,
         })
     }
 
@@ -232,7 +236,37 @@ impl ContainerDir {
             id: id.into(),
             dir,
             _lock: lock,
+            locked: true,
         }))
+    }
+
+    /// Open without waiting: locked when the lock is free; otherwise (a
+    /// `create` or `delete` under way) unlocked, to be read only.
+    pub fn peek(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
+        check_id(id)?;
+        let dir = root.join(id);
+        let fd: OwnedFd = fs::File::open(&dir)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StateError::NotFound(id.into()),
+                _ => io(id, &dir)(e),
+            })?
+            .into();
+        #[allow(deprecated)]
+        let locked =
+            match nix::fcntl::flock(fd.as_raw_fd(), nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(()) => true,
+                Err(nix::errno::Errno::EWOULDBLOCK) => false,
+                Err(e) => return Err(io(id, &dir)(std::io::Error::from(e))),
+            };
+        if !dir.join("state.json").exists() {
+            return Err(StateError::NotFound(id.into()));
+        }
+        Ok(ContainerDir {
+            id: id.into(),
+            dir,
+            _lock: fd,
+            locked,
+        })
     }
 
     pub fn fifo(&self) -> PathBuf {
