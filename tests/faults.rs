@@ -61,9 +61,8 @@ fn fault_bundle(v: Variant, name: &str) -> PathBuf {
     }
 }
 
-/// An overlayfs over a copy of the probe rootfs at `DIR/NAME-ovl/merged`,
-/// mounted as containers/storage does (volatile), left mounted (the
-/// harness directory goes at the end of the run).
+/// An overlayfs over the probe rootfs at `DIR/NAME-ovl/merged`, mounted
+/// as containers/storage does (volatile); [`every_point`] unmounts it.
 fn overlay_rootfs(name: &str) -> PathBuf {
     let d = harness().dir.join(format!("{name}-ovl"));
     for sub in ["diff", "work", "merged"] {
@@ -182,24 +181,29 @@ fn cgroups_of(id: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Host mounts (mount table of this process and of pid 1) naming the
-/// container, its rootfs, or an overlay work directory of buildcell's.
+/// Host mounts (mount table of this process and of pid 1) on or under
+/// the container's rootfs, naming the container, or of an overlay work
+/// directory of buildcell's (`buildcell-UID-GID`).
 fn mounts_of(id: &str, rootfs: &Path) -> Vec<String> {
-    let rootfs = rootfs.display().to_string();
     let mut out = Vec::new();
     for table in ["/proc/self/mountinfo", "/proc/1/mountinfo"] {
         for l in fs::read_to_string(table).unwrap().lines() {
-            let workdir = l.split_whitespace().any(|w| {
-                w.rsplit('/').next().is_some_and(|n| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let point = Path::new(f[4]);
+            let fstype = f.iter().skip_while(|w| **w != "-").nth(1).copied();
+            // The engine's own overlay mount (made by the test) is not ours.
+            let engines =
+                point == rootfs && fstype == Some("overlay") && rootfs.ends_with("merged");
+            let workdir = f.iter().any(|w| {
+                w.split([',', '/', '=']).any(|n| {
                     let mut p = n.split('-');
                     p.next() == Some("buildcell")
                         && p.next().is_some_and(|x| x.parse::<u32>().is_ok())
                         && p.next().is_some_and(|x| x.parse::<u32>().is_ok())
+                        && p.next().is_none()
                 })
             });
-            // The engine's own mount of an overlay rootfs is not ours.
-            let engines = l.split_whitespace().nth(4) == Some(rootfs.as_str());
-            if l.contains(id) || (l.contains(&rootfs) && !engines) || workdir {
+            if (point.starts_with(rootfs) && !engines) || l.contains(id) || workdir {
                 out.push(format!("{table}: {l}"));
             }
         }
@@ -260,6 +264,8 @@ fn leftovers(bundle: &Path, id: &str) -> Vec<String> {
 fn every_point(v: Variant) -> usize {
     let m = v.mode();
     let b = fault_bundle(v, &format!("faults-{}", v.tag()));
+    let _overlay = (v == Variant::LooksLikeRootOverlay)
+        .then(|| Unmount(harness().dir.join(format!("faults-{}-ovl/merged", v.tag()))));
     let mut failures = Vec::new();
     for (i, (point, victim)) in POINTS.iter().enumerate() {
         let id = format!("f{i}-{}-{}", v.tag(), point.replace(':', "."));
@@ -294,9 +300,8 @@ fn every_point(v: Variant) -> usize {
             // Not on this variant's path: the command runs through.
             _ if !reached => r.code == 0,
             Victim::Runtime => killed(&r),
-            // The init or the exec'd process dies: the command fails in one
-            // line. The supervisor: `create` may finish first.
-            Victim::Child if cmd == "supervisor" => true,
+            // The init, the supervisor or the exec'd process dies: the
+            // command fails in one line.
             Victim::Child => r.code != 0 && !killed(&r) && r.stderr.lines().count() == 1,
         };
         if !died_right {
@@ -307,10 +312,12 @@ fn every_point(v: Variant) -> usize {
         let want: &[&str] = match *point {
             _ if !reached => &["created"],
             "create:saved" | "start:before-fifo" => &["created"],
-            "supervisor:started" => &["created", "stopped"],
             "start:after-fifo" => &["running"],
             // A create whose init dies fails and removes what it made.
-            "delete:state-removed" | "init:mounts-done" | "init:before-ready" => &["(none)"],
+            "delete:state-removed"
+            | "init:mounts-done"
+            | "init:before-ready"
+            | "supervisor:started" => &["(none)"],
             p if p.starts_with("exec") => &["running"],
             _ => &["stopped"],
         };
@@ -418,12 +425,21 @@ fn bc(
     }
 }
 
-/// A tmpfs of `size` at `dir`, owned by the caller of `m`; unmounted on
-/// drop.
-struct Tmpfs(PathBuf);
+/// A mount point, unmounted on drop.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A tmpfs of `size` at `dir`, owned by the caller of `m`.
+struct Tmpfs;
 
 impl Tmpfs {
-    fn new(m: Mode, dir: &Path, size: &str) -> Tmpfs {
+    #[allow(clippy::new_ret_no_self)]
+    fn new(m: Mode, dir: &Path, size: &str) -> Unmount {
         let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
         fs::create_dir_all(dir).unwrap();
         let opts = format!("size={size},mode=0700,uid={}", caller_uid(m));
@@ -435,13 +451,7 @@ impl Tmpfs {
             Some(opts.as_str()),
         )
         .unwrap();
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        Unmount(dir.to_path_buf())
     }
 }
 
@@ -460,14 +470,19 @@ fn verify(log: &Path) -> (i32, String) {
     )
 }
 
-/// Every line of `log` parses as a record, seq 0, 1, 2... : (number of
+/// Every line of `log` parses as a record, seq 0, 1, 2... (but a last
+/// line without its newline: a writer killed mid-write): (number of whole
 /// records, the `/bin/echo X` (or `touch X`) arguments recorded as run).
 fn records(log: &Path, prog: &str) -> (usize, Vec<String>) {
     use buildcell::audit::record::{Body, Record};
     let text = fs::read_to_string(log).unwrap();
     let mut ran = Vec::new();
     let mut n = 0;
-    for (i, l) in text.lines().enumerate() {
+    let whole = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    for (i, l) in whole.lines().enumerate() {
         let r: Record =
             serde_json::from_str(l).unwrap_or_else(|e| panic!("line {}: {e}: {l}", i + 1));
         assert_eq!(r.seq, i as u64, "{l}");
@@ -491,6 +506,17 @@ fn assert_cut_off(log: &Path, n: usize) {
         log.display(),
         n - 1
     );
+    // A last line cut mid-write (the writer killed) is named as such.
+    let torn = format!(
+        "{}: line {}: truncated: the last line is incomplete; the log is cut off after seq {}",
+        log.display(),
+        n + 1,
+        n - 1
+    );
+    let want = match fs::read_to_string(log).unwrap().ends_with('\n') {
+        true => want,
+        false => torn,
+    };
     assert!(
         line.starts_with("FAIL: ") && line.contains(&want),
         "{line}\nwant: {want}"

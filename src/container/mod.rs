@@ -583,7 +583,7 @@ pub fn create(
     };
     // Detached, the supervisor starts now, before any namespace is entered;
     // it takes the log. A foreground `run` keeps the log and serves itself.
-    let (supervisor, mut log) = if foreground {
+    let (mut supervisor, mut log) = if foreground {
         (None, log)
     } else {
         let control = bind_control(&dir.dir)?;
@@ -752,6 +752,9 @@ pub fn create(
     fault::point("create:saved");
     kill_guard.0 = None;
     guard.0 = None;
+    if let Some(s) = &mut supervisor {
+        s.reap = false;
+    }
     range_guard.0 = None;
     if let Some(d) = overlay_workdir {
         d.keep();
@@ -1000,18 +1003,61 @@ fn open_container_log(
 struct SupervisorHandle {
     pid: i32,
     handoff: std::os::unix::net::UnixStream,
+    /// Until `create` succeeds: on drop, wait for the supervisor to end
+    /// its log and exit (SIGKILL after 5 s), so that a failed `create`
+    /// leaves no process behind.
+    reap: bool,
+}
+
+impl Drop for SupervisorHandle {
+    fn drop(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        if !self.reap {
+            return;
+        }
+        let _ = self.handoff.shutdown(std::net::Shutdown::Both);
+        let pid = Pid::from_raw(self.pid);
+        for _ in 0..500 {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                _ => return,
+            }
+        }
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
 }
 
 impl SupervisorHandle {
-    /// Give the supervisor the init's listener and pid.
+    /// Give the supervisor the init's listener and pid, and wait (up to
+    /// 10 s) until it traces the init: a supervisor that dies before
+    /// would leave an init nobody stops (its execs fail, unaudited none).
     fn give(&self, listener: &OwnedFd, init: Pid) -> Result<(), Error> {
+        use std::io::Read;
         crate::sync::send_with_fd(
             self.handoff.as_raw_fd(),
             &init.as_raw().to_ne_bytes(),
             listener.as_raw_fd(),
         )
         .map_err(|e| usage(format!("hand the listener to the audit supervisor: {e}")))?;
-        Ok(())
+        let _ = self
+            .handoff
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)));
+        let mut word = [0u8; 1];
+        match (&self.handoff).read(&mut word) {
+            Ok(1) if word[0] == b'1' => Ok(()),
+            Ok(1) => Err(usage(
+                "the audit supervisor cannot trace the container's init; nothing runs unaudited",
+            )),
+            Ok(_) => Err(usage(
+                "the audit supervisor exited before it traced the container's init",
+            )),
+            Err(e) => Err(usage(format!(
+                "the audit supervisor did not trace the container's init: {e}"
+            ))),
+        }
     }
 }
 
@@ -1030,7 +1076,11 @@ fn start_supervisor(
         .map_err(|e| usage(format!("start the audit supervisor: {e}")))?;
     match crate::sys::clone_fork(0) {
         Err(e) => Err(usage(format!("start the audit supervisor: {e}"))),
-        Ok(Some(pid)) => Ok(SupervisorHandle { pid, handoff: ours }),
+        Ok(Some(pid)) => Ok(SupervisorHandle {
+            pid,
+            handoff: ours,
+            reap: true,
+        }),
         Ok(None) => {
             drop(ours);
             let _ = nix::unistd::setsid();
@@ -1049,17 +1099,25 @@ fn start_supervisor(
                 // ends with no exec.
                 None => 0,
                 Some((listener, init)) => {
-                    drop(theirs);
                     fault::point("supervisor:started");
+                    // `create` waits for this word: once the init is
+                    // traced, the supervisor's death kills the container.
+                    let mut theirs = Some(theirs);
+                    let mut traced = |ok: bool| {
+                        if let Some(s) = theirs.take() {
+                            let _ =
+                                std::io::Write::write_all(&mut &s, if ok { b"1" } else { b"0" });
+                        }
+                    };
                     match crate::reaper::signal_fd() {
                         Ok(signals) => {
-                            let out = audit::supervisor::run(
+                            let out = audit::supervisor::run_detached(
                                 listener,
                                 Some(control),
                                 init,
                                 &signals,
                                 &mut log,
-                                audit::supervisor::Mode::Detached,
+                                &mut traced,
                             );
                             if let Some(why) = &out.audit_failure {
                                 let _ = std::fs::write(
