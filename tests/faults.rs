@@ -283,9 +283,14 @@ fn every_point(v: Variant) -> usize {
                     _ => {
                         ok(rt(m, &b, None, &["start", &id]));
                         match cmd {
-                            "exec" | "exec-process" => {
-                                rt_env(m, &b, None, &["exec", &id, "/bin/true"], &armed)
-                            }
+                            "exec" | "exec-process" => bc(
+                                m,
+                                &b,
+                                Some(&b.join("state")),
+                                "exec",
+                                &["exec", &id, "/bin/echo", "exec-ran"],
+                                &armed,
+                            ),
                             "delete" => rt_env(m, &b, None, &["delete", "--force", &id], &armed),
                             other => panic!("fault point of an unknown command: {other}"),
                         }
@@ -335,7 +340,26 @@ fn every_point(v: Variant) -> usize {
         if !want.contains(&status.as_str()) {
             failures.push(format!("{point}: state says {status}, not {want:?}"));
         }
+        let log = fs::read_to_string(b.join("state").join(&id).join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|st| st["audit_log"].as_str().map(PathBuf::from));
         let d = rt(m, &b, None, &["delete", "--force", &id]);
+        // An exec whose buildcell died runs only once its supervisor holds
+        // its listener (after the hand-over), and then with its record.
+        if cmd.starts_with("exec") {
+            let printed = fs::read_to_string(b.join("exec.out")).unwrap();
+            let recorded = log.as_ref().map_or(0, |l| {
+                let (_, ran) = records(l, "/bin/echo");
+                ran.iter().filter(|a| *a == "exec-ran").count()
+            });
+            let ran = printed.contains("exec-ran");
+            if ran && (*point != "exec:handed-over" || recorded != 1) {
+                failures.push(format!(
+                    "{point}: the exec ran ({recorded} records): {printed:?}"
+                ));
+            }
+        }
         if d.code != 0 {
             failures.push(format!("{point}: delete --force failed: {d:?}"));
         }
