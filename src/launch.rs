@@ -35,7 +35,7 @@ use crate::landlock::{self, LandlockPlan};
 use crate::spec::{LaunchPlan, MountKind, PlanMode};
 use crate::sync::{self, ChildEnd, IdmapRequest, SetupOutcome};
 use crate::userns::IdMapPlan;
-use crate::{capabilities, mounts, namespaces, process, reaper, seccomp, sys};
+use crate::{capabilities, fault, mounts, namespaces, process, reaper, seccomp, sys};
 
 /// `--verbose`: each setup step with the time since the start.
 #[derive(Clone, Copy)]
@@ -587,6 +587,7 @@ fn init_steps(
         .map_err(fail("linux.rootfsPropagation"))?;
     drop(sources);
     t.log("/dev populated");
+    fault::point("init:mounts-done");
 
     // Only a namespace of its own may be renamed (a joined one is shared).
     if plan.namespaces.uts {
@@ -690,13 +691,16 @@ pub enum Gate {
 
 /// Set up a bundle's container up to the point where only the exec of the
 /// user process is left. `place` puts the new init into its cgroup before
-/// the init goes on. On any error nothing is left running.
+/// the init goes on; `made_workdir` hears of the work directory of an
+/// overlay rootfs made again as soon as it exists (both so that `delete`
+/// finds them if this process dies). On any error nothing is left running.
 pub fn create(
     plan: &LaunchPlan,
     idmap: Option<&IdMapPlan>,
     gate: Gate,
     console_socket: Option<&std::path::Path>,
     place: impl FnOnce(i32) -> Result<(), Error>,
+    made_workdir: impl FnOnce(&std::path::Path) -> Result<(), Error>,
     timer: Timer,
 ) -> Result<Created, Error> {
     if let Some(m) = idmap {
@@ -737,10 +741,12 @@ pub fn create(
     drop(gate);
     let mut guard = ChildGuard(Some(pid));
     timer.log(&format!("cloned container init, host pid {pid}"));
+    fault::point("create:cloned");
     if let Some(m) = idmap {
         m.write(pid.as_raw())?;
         timer.log("uid/gid maps written");
     }
+    fault::point("create:ids-mapped");
     if crate::userns::host_root() {
         // Raising a hard rlimit or lowering oom_score_adj needs
         // CAP_SYS_RESOURCE of the host, which an init in a user namespace
@@ -756,6 +762,7 @@ pub fn create(
     // The cgroup, then the prestart and createRuntime hooks: the
     // container's namespaces exist, its init waits.
     place(pid.as_raw())?;
+    fault::point("create:placed");
     parent_end.maps_written(plan.idmap_mounts)?;
     let mut overlay_workdir = None;
     if plan.idmap_mounts {
@@ -770,9 +777,13 @@ pub fn create(
                 };
                 let (new_root, workdir) =
                     idmap_mounts(plan, pid, root.as_ref(), &binds, creator, timer)?;
+                if let Some(path) = workdir.as_ref().and_then(|w| w.path()) {
+                    made_workdir(path)?;
+                }
                 overlay_workdir = workdir;
                 parent_end.idmap_done(new_root.as_ref())?;
                 timer.log("rootfs and bind sources idmapped");
+                fault::point("create:idmapped");
             }
             IdmapRequest::Failed(outcome) => return Err(child_failed(&mut guard, pid, outcome)),
         }
@@ -785,6 +796,7 @@ pub fn create(
         Ok(listener) => {
             guard.0 = None;
             timer.log("container init ready, waiting for start");
+            fault::point("create:ready");
             Ok(Created {
                 pid,
                 listener,
@@ -815,6 +827,7 @@ fn oci_init(
             landlock: plan.landlock.as_ref(),
             audit: plan.audit_exec,
             console,
+            ready_point: "init:before-ready",
         };
         become_process(&last, &chan, gate)
     });
@@ -831,6 +844,8 @@ struct LastSteps<'a> {
     audit: bool,
     /// Make a terminal and send its master to the parent.
     console: bool,
+    /// The fault point just before it says it is ready.
+    ready_point: &'static str,
 }
 
 /// The last steps of a container process, shared by a bundle's init and
@@ -919,6 +934,7 @@ fn become_process(
     }
     // From here the runtime may exit: this process must outlive it.
     nix::sys::prctl::set_pdeathsig(None).map_err(fail("clear parent-death signal"))?;
+    fault::point(last.ready_point);
     chan.ready(listener.as_ref()).map_err(fail("ready"))?;
     drop(listener);
     if let Gate::Fifo(fd) = &gate {
@@ -1008,6 +1024,7 @@ pub fn exec(
                 landlock,
                 audit,
                 console: console_socket.is_some(),
+                ready_point: "exec-process:before-ready",
             };
             exec_middle(init, &last, child_end)
         }
@@ -1025,8 +1042,10 @@ pub fn exec(
     timer.log(&format!(
         "exec: process forked in the container, host pid {pid}"
     ));
+    fault::point("exec:forked");
     place(pid.as_raw())?;
     parent_end.placed()?;
+    fault::point("exec:placed");
     let on_console = |master: OwnedFd| match console_socket {
         Some(path) => crate::terminal::send_to_console_socket(path, &master),
         None => Err("the process made a terminal but no --console-socket was given".into()),

@@ -24,6 +24,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod error;
+pub mod fault;
 pub mod hooks;
 pub mod idpool;
 pub mod landlock;

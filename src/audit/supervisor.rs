@@ -71,7 +71,28 @@ pub fn run(
     log: &mut AuditLog,
     mode: Mode,
 ) -> Outcome {
-    serve(listener, control, init, sfd, log, mode == Mode::Detached)
+    serve(
+        listener,
+        control,
+        init,
+        sfd,
+        log,
+        mode == Mode::Detached,
+        &mut |_| {},
+    )
+}
+
+/// [`run`] detached, calling `traced` once it traces the init (true) or
+/// has failed to (false): from then on its death kills the container.
+pub fn run_detached(
+    listener: OwnedFd,
+    control: Option<UnixListener>,
+    init: Pid,
+    sfd: &SignalFd,
+    log: &mut AuditLog,
+    traced: &mut dyn FnMut(bool),
+) -> Outcome {
+    serve(listener, control, init, sfd, log, true, traced)
 }
 
 /// `exec`: give the listener of a new process to the container's
@@ -143,6 +164,7 @@ fn serve(
     sfd: &SignalFd,
     log: &mut AuditLog,
     detached: bool,
+    traced: &mut dyn FnMut(bool),
 ) -> Outcome {
     if let Some(c) = &control {
         let _ = c.set_nonblocking(true);
@@ -168,9 +190,11 @@ fn serve(
             Ok(()) => {
                 s.anchor = Some(init);
                 s.traced.insert(init.as_raw());
+                traced(true);
             }
             Err(e) => {
                 s.fail(format!("cannot trace the container's init {init}: {e}"));
+                traced(false);
             }
         }
     }

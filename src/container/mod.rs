@@ -17,6 +17,7 @@ use oci_spec::runtime::Spec;
 use crate::audit::{self, log::AuditLog};
 use crate::cgroups::{Cgroup, CgroupPath, FreezerState, Resources};
 use crate::error::Error;
+use crate::fault;
 use crate::idpool;
 use crate::launch::{self, Gate, Timer};
 use crate::spec::{self, LaunchPlan};
@@ -279,10 +280,19 @@ fn bundle_idmap(plan: &LaunchPlan, spec: &Spec) -> Result<Option<IdMapPlan>, Err
 
 /// Status of a saved container, read from the kernel now.
 pub fn status_of(dir: &ContainerDir, saved: &Saved) -> Status {
+    // Still `creating` once its lock is ours: the `create` that wrote it
+    // died half-way. Nothing of it may run: only `delete` is left. While
+    // its lock is held (`list`), the create is under way.
+    if saved.oci.status == Status::Creating {
+        return match dir.locked {
+            true => Status::Stopped,
+            false => Status::Creating,
+        };
+    }
     if !state::init_alive(saved) {
         return Status::Stopped;
     }
-    if dir.fifo().exists() {
+    if fifo_has_reader(&dir.fifo()) {
         return Status::Created;
     }
     if cgroup_of(saved)
@@ -294,6 +304,17 @@ pub fn status_of(dir: &ContainerDir, saved: &Saved) -> Status {
     Status::Running
 }
 
+/// Whether an init still waits on the exec fifo: opening it for writing
+/// (without writing) succeeds only while a reader holds it open. A `start`
+/// that died after its byte leaves the file behind, with no reader.
+fn fifo_has_reader(fifo: &Path) -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(fifo)
+        .is_ok()
+}
+
 /// The state as `state` prints it: status and pid as of now.
 pub fn current(dir: &ContainerDir) -> Result<OciState, Error> {
     let saved = dir.load()?;
@@ -301,6 +322,10 @@ pub fn current(dir: &ContainerDir) -> Result<OciState, Error> {
     oci.status = status_of(dir, &saved);
     if oci.status == Status::Stopped {
         oci.pid = 0;
+    }
+    if let Ok(why) = std::fs::read_to_string(dir.dir.join(AUDIT_FAILURE_FILE)) {
+        oci.annotations
+            .insert(AUDIT_FAILURE_ANNOTATION.into(), why.trim().to_string());
     }
     Ok(oci)
 }
@@ -391,6 +416,32 @@ pub fn create(
 
     let dir = ContainerDir::create(root, &args.id)?;
     let mut guard = DirGuard(Some(dir.dir.clone()));
+    let owner = nix::unistd::geteuid().as_raw().to_string();
+    // What exists so far, saved as each piece is made (status `creating`):
+    // if this process dies half-way, `delete --force` finds every piece.
+    let mut progress = Saved {
+        oci: OciState {
+            oci_version: OCI_VERSION.into(),
+            id: args.id.clone(),
+            pid: 0,
+            status: Status::Creating,
+            bundle: bundle.dir.clone(),
+            rootfs: plan.rootfs.clone(),
+            created: audit::record::now(),
+            owner: owner.clone(),
+            annotations: BTreeMap::new(),
+        },
+        init_start_time: 0,
+        cgroup: None,
+        audit_log: None,
+        supervisor_pid: None,
+        config_sha256: bundle.sha256.clone(),
+        userns: None,
+        overlay_workdir: None,
+        supervisor_start_time: None,
+    };
+    dir.save(&progress)?;
+    fault::point("create:state-dir-made");
     // `process.user = "random"`: the passwd file lives in the state dir.
     let rootfs = plan.rootfs.clone();
     if let Some(note) = crate::policy::check::apply_random_user(
@@ -413,6 +464,9 @@ pub fn create(
         let pool = idpool::Pool::load(step_uid, step_gid).map_err(usage)?;
         let slot = idpool::reserve(&pool, &dir.dir).map_err(usage)?;
         range_guard.0 = Some((slot, dir.dir.clone()));
+        progress.userns = Some(slot);
+        dir.save(&progress)?;
+        fault::point("create:range-reserved");
         idmap = Some(IdMapPlan::HostRoot {
             uid_start: slot.uid_start,
             gid_start: slot.gid_start,
@@ -473,11 +527,17 @@ pub fn create(
     let cgroup_guard = CgroupGuard(cgroup.clone());
     if cgroup.is_some() {
         timer.log("cgroup created");
+        progress.cgroup = cgroup.as_ref().and_then(|c| serde_json::to_value(c).ok());
+        dir.save(&progress)?;
     }
+    fault::point("create:cgroup-made");
     let mut log = open_container_log(&args.id, &bundle, &idmap, &annotations, &policy)?;
     log.set_redactor(bundle_redactor(&bundle.spec, &plan, &policy.loaded.profile));
     log.sync_every_record(policy.loaded.profile.sync_every_record);
     let log_path = log.path().to_path_buf();
+    progress.audit_log = Some(log_path.clone());
+    dir.save(&progress)?;
+    fault::point("create:log-opened");
     // A create that fails before the log has an owner ends the log: it
     // then verifies as complete, with no exec.
     let mut log = FinishOnDrop(Some(log));
@@ -510,7 +570,6 @@ pub fn create(
             .collect();
     }
     let hooks = bundle.spec.hooks().clone().unwrap_or_default();
-    let owner = nix::unistd::geteuid().as_raw().to_string();
     let oci_state = |pid: i32, status: Status| OciState {
         oci_version: OCI_VERSION.into(),
         id: args.id.clone(),
@@ -522,7 +581,29 @@ pub fn create(
         owner: owner.clone(),
         annotations: annotations.clone(),
     };
+    // Detached, the supervisor starts now, before any namespace is entered;
+    // it takes the log. A foreground `run` keeps the log and serves itself.
+    let (mut supervisor, mut log) = if foreground {
+        (None, log)
+    } else {
+        let control = bind_control(&dir.dir)?;
+        let owned = log.0.take().ok_or_else(|| usage("audit log missing"))?;
+        let sup = start_supervisor(control, owned, dir.dir.join(AUDIT_FAILURE_FILE))?;
+        progress.supervisor_pid = Some(sup.pid);
+        progress.supervisor_start_time = state::start_time(sup.pid);
+        dir.save(&progress)?;
+        fault::point("create:supervisor-forked");
+        (Some(sup), FinishOnDrop(None))
+    };
+    let progress = std::cell::RefCell::new(progress);
     let place = |pid: i32| -> Result<(), Error> {
+        // The init is made: it is what `delete` must find from now on.
+        {
+            let mut p = progress.borrow_mut();
+            p.oci.pid = pid;
+            p.init_start_time = state::start_time(pid).unwrap_or(0);
+            dir.save(&p)?;
+        }
         if let Some(cg) = &cgroup {
             cg.add_pid(pid).map_err(|e| usage(e.to_string()))?;
         }
@@ -540,21 +621,27 @@ pub fn create(
         )
         .map_err(usage)
     };
-    // Detached, the supervisor starts now, before any namespace is entered;
-    // it takes the log. A foreground `run` keeps the log and serves itself.
-    let (supervisor, mut log) = if foreground {
-        (None, log)
-    } else {
-        let control = bind_control(&dir.dir)?;
-        let owned = log.0.take().ok_or_else(|| usage("audit log missing"))?;
-        (Some(start_supervisor(control, owned)?), FinishOnDrop(None))
-    };
     let console = args
         .console_socket
         .as_deref()
         .filter(|_| plan.process.terminal);
     args.extra_fds.apply(&mut plan.process);
-    let mut created = launch::create(&plan, idmap.as_ref(), gate, console, place, timer)?;
+    // So is the work directory of an overlay rootfs made again.
+    let made_workdir = |w: &Path| -> Result<(), Error> {
+        let mut p = progress.borrow_mut();
+        p.overlay_workdir = Some(w.to_path_buf());
+        Ok(dir.save(&p)?)
+    };
+    let mut created = launch::create(
+        &plan,
+        idmap.as_ref(),
+        gate,
+        console,
+        place,
+        made_workdir,
+        timer,
+    )?;
+    let progress = progress.into_inner();
     let overlay_workdir = created.overlay_workdir.take();
     let pid = created.pid;
     let mut kill_guard = KillGuard(Some(pid));
@@ -595,6 +682,7 @@ pub fn create(
         overlay_workdir: overlay_workdir
             .as_ref()
             .and_then(|d| d.path().map(Path::to_path_buf)),
+        supervisor_start_time: progress.supervisor_start_time,
     };
 
     if let Some(mut log) = log.0.take() {
@@ -646,7 +734,10 @@ pub fn create(
     saved.supervisor_pid = supervisor.as_ref().map(|s| s.pid);
     if let Some(listener) = created.listener {
         match &supervisor {
-            Some(sup) => sup.give(&listener, pid)?,
+            Some(sup) => {
+                sup.give(&listener, pid)?;
+                fault::point("create:listener-given");
+            }
             None => {
                 return Err(usage(
                     "exec audit requested but no audit supervisor runs; nothing runs unaudited",
@@ -658,8 +749,12 @@ pub fn create(
         write_pid_file(p, pid.as_raw())?;
     }
     dir.save(&saved)?;
+    fault::point("create:saved");
     kill_guard.0 = None;
     guard.0 = None;
+    if let Some(s) = &mut supervisor {
+        s.reap = false;
+    }
     range_guard.0 = None;
     if let Some(d) = overlay_workdir {
         d.keep();
@@ -908,30 +1003,84 @@ fn open_container_log(
 struct SupervisorHandle {
     pid: i32,
     handoff: std::os::unix::net::UnixStream,
+    /// Until `create` succeeds: on drop, wait for the supervisor to end
+    /// its log and exit (SIGKILL after 5 s), so that a failed `create`
+    /// leaves no process behind.
+    reap: bool,
+}
+
+impl Drop for SupervisorHandle {
+    fn drop(&mut self) {
+        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+        if !self.reap {
+            return;
+        }
+        let _ = self.handoff.shutdown(std::net::Shutdown::Both);
+        let pid = Pid::from_raw(self.pid);
+        for _ in 0..500 {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                _ => return,
+            }
+        }
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+    }
 }
 
 impl SupervisorHandle {
-    /// Give the supervisor the init's listener and pid.
+    /// Give the supervisor the init's listener and pid, and wait (up to
+    /// 10 s) until it traces the init: a supervisor that dies before
+    /// would leave an init nobody stops (its execs fail, unaudited none).
     fn give(&self, listener: &OwnedFd, init: Pid) -> Result<(), Error> {
+        use std::io::Read;
         crate::sync::send_with_fd(
             self.handoff.as_raw_fd(),
             &init.as_raw().to_ne_bytes(),
             listener.as_raw_fd(),
         )
         .map_err(|e| usage(format!("hand the listener to the audit supervisor: {e}")))?;
-        Ok(())
+        let _ = self
+            .handoff
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)));
+        let mut word = [0u8; 1];
+        match (&self.handoff).read(&mut word) {
+            Ok(1) if word[0] == b'1' => Ok(()),
+            Ok(1) => Err(usage(
+                "the audit supervisor cannot trace the container's init; nothing runs unaudited",
+            )),
+            Ok(_) => Err(usage(
+                "the audit supervisor exited before it traced the container's init",
+            )),
+            Err(e) => Err(usage(format!(
+                "the audit supervisor did not trace the container's init: {e}"
+            ))),
+        }
     }
 }
+
+/// Where a detached supervisor that stopped its container because the
+/// audit failed says why (its stdio is /dev/null): `state` shows it as the
+/// annotation [`AUDIT_FAILURE_ANNOTATION`].
+const AUDIT_FAILURE_FILE: &str = "audit.failure";
+pub const AUDIT_FAILURE_ANNOTATION: &str = "org.buildcell.audit.failure";
 
 fn start_supervisor(
     control: std::os::unix::net::UnixListener,
     mut log: AuditLog,
+    failure_note: PathBuf,
 ) -> Result<SupervisorHandle, Error> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| usage(format!("start the audit supervisor: {e}")))?;
     match crate::sys::clone_fork(0) {
         Err(e) => Err(usage(format!("start the audit supervisor: {e}"))),
-        Ok(Some(pid)) => Ok(SupervisorHandle { pid, handoff: ours }),
+        Ok(Some(pid)) => Ok(SupervisorHandle {
+            pid,
+            handoff: ours,
+            reap: true,
+        }),
         Ok(None) => {
             drop(ours);
             let _ = nix::unistd::setsid();
@@ -950,17 +1099,32 @@ fn start_supervisor(
                 // ends with no exec.
                 None => 0,
                 Some((listener, init)) => {
-                    drop(theirs);
+                    fault::point("supervisor:started");
+                    // `create` waits for this word: once the init is
+                    // traced, the supervisor's death kills the container.
+                    let mut theirs = Some(theirs);
+                    let mut traced = |ok: bool| {
+                        if let Some(s) = theirs.take() {
+                            let _ =
+                                std::io::Write::write_all(&mut &s, if ok { b"1" } else { b"0" });
+                        }
+                    };
                     match crate::reaper::signal_fd() {
                         Ok(signals) => {
-                            let out = audit::supervisor::run(
+                            let out = audit::supervisor::run_detached(
                                 listener,
                                 Some(control),
                                 init,
                                 &signals,
                                 &mut log,
-                                audit::supervisor::Mode::Detached,
+                                &mut traced,
                             );
+                            if let Some(why) = &out.audit_failure {
+                                let _ = std::fs::write(
+                                    &failure_note,
+                                    format!("audit: {why}; the container was stopped"),
+                                );
+                            }
                             i32::from(out.audit_failure.is_some())
                         }
                         Err(_) => {
@@ -1071,7 +1235,9 @@ pub fn start(root: &Path, id: &str) -> Result<i32, Error> {
         kill_everything(&saved);
         return Err(usage(e));
     }
+    fault::point("start:before-fifo");
     nix::unistd::write(&fifo, b"0").map_err(|e| usage(format!("start {id}: write: {e}")))?;
+    fault::point("start:after-fifo");
     let _ = std::fs::remove_file(dir.fifo());
     let poststart = hooks.poststart().clone().unwrap_or_default();
     if let Err(e) = crate::hooks::run_all(
@@ -1172,7 +1338,14 @@ pub fn kill(root: &Path, id: &str, signal: &str, all: bool) -> Result<i32, Error
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<i32, Error> {
     let dir = match ContainerDir::open(root, id) {
         Ok(d) => d,
-        Err(state::StateError::NotFound(_)) if force => return Ok(0),
+        Err(state::StateError::NotFound(_)) if force => {
+            // A `create` that died before it saved anything leaves its
+            // directory alone: nothing else of it exists yet.
+            if let Some(d) = ContainerDir::open_leftover(root, id)? {
+                d.remove()?;
+            }
+            return Ok(0);
+        }
         Err(e) => return Err(e.into()),
     };
     let saved = match dir.load() {
@@ -1185,8 +1358,10 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<i32, Error> {
     };
     let status = status_of(&dir, &saved);
     match (status, force) {
-        (Status::Stopped, _) => {}
-        (Status::Created, _) | (_, true) => {
+        // Stopped: its init is gone, but a half-made container's (its
+        // `create` died after the init was ready) may not be, and
+        // processes without a pid namespace of their own outlive it.
+        (Status::Stopped, _) | (Status::Created, _) | (_, true) => {
             // A created container was never started: deleting it is how an
             // engine gives up on it (runc kills it too).
             kill_everything(&saved);
@@ -1198,25 +1373,34 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<i32, Error> {
             )))
         }
     }
+    fault::point("delete:killed");
     if let Some(cg) = cgroup_of(&saved) {
         // Without a pid namespace of its own, processes may outlive the
         // init: they go with the cgroup.
         let _ = cg.kill_all(Signal::SIGKILL);
         cg.remove().map_err(|e| usage(e.to_string()))?;
     }
+    fault::point("delete:cgroup-removed");
+    // The supervisor ends its log once the container's last process is
+    // gone: wait for it, so that nothing of the container outlives delete.
+    wait_supervisor_gone(&saved);
     let poststop = saved_hooks(&dir)
         .and_then(|h| h.poststop().clone())
         .unwrap_or_default();
     let dir_path = dir.dir.clone();
-    dir.remove()?;
     // Every process of the container is gone with its cgroup: its id range
-    // may go to the next container.
+    // may go to the next container. Released (and the work directory
+    // removed) before the state directory, which is what lets a `delete`
+    // that dies half-way be run again.
     if let Some(slot) = &saved.userns {
         idpool::release(slot, &dir_path);
     }
     if let Some(w) = &saved.overlay_workdir {
         let _ = std::fs::remove_dir_all(w);
     }
+    fault::point("delete:range-released");
+    dir.remove()?;
+    fault::point("delete:state-removed");
     if let Err(e) = crate::hooks::run_all(
         "poststop",
         &poststop,
@@ -1337,6 +1521,26 @@ pub fn ps(root: &Path, id: &str, json: bool) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// Wait (up to 5 s) for a detached audit supervisor to write its end
+/// record and exit once its container is gone; SIGKILL it after that (its
+/// log then verifies as cut off).
+fn wait_supervisor_gone(saved: &Saved) {
+    let (Some(pid), Some(start)) = (saved.supervisor_pid, saved.supervisor_start_time) else {
+        return;
+    };
+    let alive = || {
+        state::start_time(pid) == Some(start)
+            && !matches!(state::proc_state(pid), Some('Z') | Some('X') | None)
+    };
+    for _ in 0..500 {
+        if !alive() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+}
+
 /// Wait (up to 5 s) until the init is gone.
 fn wait_gone(saved: &Saved) {
     for _ in 0..500 {
@@ -1351,7 +1555,9 @@ fn wait_gone(saved: &Saved) {
 pub fn list(root: &Path, json: bool, quiet: bool) -> Result<i32, Error> {
     let mut all = Vec::new();
     for id in state::list_ids(root) {
-        if let Ok(dir) = ContainerDir::open(root, &id) {
+        // Never waits for a call under way on a container (a `create` runs
+        // its hooks with the lock held): that one is read as it is.
+        if let Ok(dir) = ContainerDir::peek(root, &id) {
             if let Ok(s) = current(&dir) {
                 all.push(s);
             }
@@ -1623,6 +1829,7 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
             .filter(|(name, _)| audit::redact::is_secret_name(name) || profile.redacts_env(name))
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
+        fault::point("exec:ready");
         if let Err(e) = audit::supervisor::hand_over(&socket, listener, &secrets) {
             let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
             return Err(usage(format!(
@@ -1630,6 +1837,7 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
             )));
         }
     }
+    fault::point("exec:handed-over");
     drop(spawned.listener);
     if let Some(p) = &a.pid_file {
         write_pid_file(p, pid.as_raw())?;

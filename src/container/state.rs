@@ -116,6 +116,10 @@ pub struct Saved {
     /// (removed at `delete`).
     #[serde(default)]
     pub overlay_workdir: Option<PathBuf>,
+    /// The detached audit supervisor's start time (with `supervisor_pid`:
+    /// `delete` waits for that process, never for a reused pid).
+    #[serde(default)]
+    pub supervisor_start_time: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +142,8 @@ pub struct ContainerDir {
     pub id: String,
     pub dir: PathBuf,
     _lock: OwnedFd,
+    /// False for [`ContainerDir::peek`]: another call holds the lock.
+    pub locked: bool,
 }
 
 fn io(id: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
@@ -185,6 +191,7 @@ impl ContainerDir {
             id: id.into(),
             dir,
             _lock: lock,
+            locked: true,
         })
     }
 
@@ -201,6 +208,64 @@ impl ContainerDir {
             id: id.into(),
             dir,
             _lock: lock,
+            locked: true,
+        })
+    }
+
+    /// The directory of a container whose `create` died before it wrote
+    /// any state (its lock is free, it has no `state.json`): what `delete
+    /// --force` removes. None when there is no such directory, or when it
+    /// is not the one locked (removed and made again by another `create`).
+    pub fn open_leftover(root: &Path, id: &str) -> Result<Option<ContainerDir>, StateError> {
+        use std::os::unix::fs::MetadataExt;
+        check_id(id)?;
+        let dir = root.join(id);
+        let lock = match lock_dir(id, &dir) {
+            Ok(l) => l,
+            Err(StateError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let locked = nix::sys::stat::fstat(lock.as_raw_fd())
+            .map_err(|e| io(id, &dir)(std::io::Error::from(e)))?;
+        let same = fs::symlink_metadata(&dir)
+            .is_ok_and(|m| m.ino() == locked.st_ino as u64 && m.dev() == locked.st_dev as u64);
+        if !same {
+            return Ok(None);
+        }
+        Ok(Some(ContainerDir {
+            id: id.into(),
+            dir,
+            _lock: lock,
+            locked: true,
+        }))
+    }
+
+    /// Open without waiting: locked when the lock is free; otherwise (a
+    /// `create` or `delete` under way) unlocked, to be read only.
+    pub fn peek(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
+        check_id(id)?;
+        let dir = root.join(id);
+        let fd: OwnedFd = fs::File::open(&dir)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StateError::NotFound(id.into()),
+                _ => io(id, &dir)(e),
+            })?
+            .into();
+        #[allow(deprecated)]
+        let locked =
+            match nix::fcntl::flock(fd.as_raw_fd(), nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(()) => true,
+                Err(nix::errno::Errno::EWOULDBLOCK) => false,
+                Err(e) => return Err(io(id, &dir)(std::io::Error::from(e))),
+            };
+        if !dir.join("state.json").exists() {
+            return Err(StateError::NotFound(id.into()));
+        }
+        Ok(ContainerDir {
+            id: id.into(),
+            dir,
+            _lock: fd,
+            locked,
         })
     }
 
