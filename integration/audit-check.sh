@@ -7,9 +7,8 @@
 # must hold the commands the recipe's checks ran. Prints PASS/FAIL lines in
 # the recipes' format; exit 1 on any failure.
 #
-# Rootless recipes are not covered: their engines run buildcell with a
-# private HOME inside the recipe's temporary directory, which the recipe
-# deletes (with the logs in it) when it ends.
+# Rootless podman's containers log under the XDG_STATE_HOME that run.sh's
+# wrapper gives them (the recipe's own HOME is deleted when it ends).
 set -uo pipefail
 recipe=$1 marker=$2 bc=$3 logdir=${4:-/var/log/buildcell}
 failed=0
@@ -18,7 +17,7 @@ fail() { printf 'FAIL %-52s %s\n' "$1" "${2:-}"; failed=1; }
 
 # What each recipe's containers must have executed (text in an argv).
 case $recipe in
-  podman-root) want=("echo exec-ok" "echo hi") ;;    # `podman exec` (audited through the hand-over) and `run`
+  podman-root|podman-rootless) want=("echo exec-ok" "echo hi") ;;  # `podman exec` (audited through the hand-over) and `run`
   buildah) want=("echo step") ;;                     # the RUN steps of `buildah bud`
   containerd) want=("echo exec-ok") ;;               # `ctr task exec`
   docker) want=("echo hi-docker" "echo bk-step") ;;  # `docker run`, and BuildKit's `runc run` per RUN step

@@ -101,7 +101,7 @@ run_recipes() {
     touch "$dir/$r.start"
     # timeout signals the whole process group: the recipe's own trap then
     # runs its cleanup (containers, daemons, mounts, cgroups). -k: last resort.
-    timeout -k 60 "${RECIPE_TIMEOUT:-900}" "$RECIPES_DIR/$r.sh" "$runtime" >"$dir/$r.log" 2>&1 </dev/null
+    timeout -k 60 "${RECIPE_TIMEOUT:-900}" "$RECIPES_DIR/$r.sh" "${RUNTIME_OF[$r]:-$runtime}" >"$dir/$r.log" 2>&1 </dev/null
     rc=$?
     dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')
     echo "$rc" >"$dir/$r.rc"; echo "$dt" >"$dir/$r.secs"
@@ -127,20 +127,39 @@ fi
 # integration/deploy-check.sh. The default profile, build, refuses what several checks ask for
 # (--network host, --privileged, host binds); integration/policy-check.sh
 # shows each engine reporting those refusals.
+declare -A RUNTIME_OF=()
 if [ "$rt_name" = buildcell ]; then
-  run_recipes "$rt_name" "$(stage "$rt_path" under-test buildcell-engine-compat)"
+  under_test=$(stage "$rt_path" under-test buildcell-engine-compat)
+  # Rootless podman runs the runtime with a private HOME inside the
+  # recipe's temporary directory, deleted at its end with the audit logs
+  # in it: for that recipe a wrapper of the same name points
+  # XDG_STATE_HOME at a directory of this run, so its containers' logs
+  # can be checked like the root engines' (audit-check.sh below).
+  ROOTLESS_STATE=$OUT/rootless-state
+  install -d -m 700 -o "$ROOTLESS_USER" -g "$ROOTLESS_USER" "$ROOTLESS_STATE"
+  mkdir -p "$OUT/bin/rootless"; chmod 755 "$OUT/bin/rootless"
+  printf '#!/bin/sh\nXDG_STATE_HOME=%s; export XDG_STATE_HOME\nexec %s "$@"\n' \
+    "$ROOTLESS_STATE" "$under_test" >"$OUT/bin/rootless/buildcell-engine-compat"
+  chmod 755 "$OUT/bin/rootless/buildcell-engine-compat"
+  RUNTIME_OF[podman-rootless]=$OUT/bin/rootless/buildcell-engine-compat
+  run_recipes "$rt_name" "$under_test"
 else
   run_recipes "$rt_name" "$(stage "$rt_path" under-test)"
 fi
 
 # buildcell's own promise on top of the recipes' checks: every container
-# an engine ran as root left an audit log that verifies and holds what ran.
+# an engine ran (as root, and rootless podman's) left an audit log that
+# verifies and holds what ran.
 audit_status=0
 if [ "$rt_name" = buildcell ]; then
   echo "==> audit logs of the engines' containers" >&2
   for r in $RECIPES; do
-    case $r in *rootless*) continue ;; esac
-    "$HERE/audit-check.sh" "$r" "$OUT/$rt_name/$r.start" "$rt_path" >"$OUT/$rt_name/$r.audit" 2>&1 || audit_status=1
+    logdir=/var/log/buildcell
+    case $r in
+      podman-rootless) logdir=$ROOTLESS_STATE/buildcell/audit ;;
+      *rootless*) continue ;;
+    esac
+    "$HERE/audit-check.sh" "$r" "$OUT/$rt_name/$r.start" "$rt_path" "$logdir" >"$OUT/$rt_name/$r.audit" 2>&1 || audit_status=1
     sed "s/^/    $r: /" "$OUT/$rt_name/$r.audit" >&2
   done
 fi
