@@ -644,3 +644,139 @@ pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
     // SAFETY: the kernel reads one u64 from `&id`, which lives across the call.
     unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
 }
+
+// ---------------------------------------------------------------------------
+// BPF: the cgroup v2 device program
+
+/// One eBPF instruction (`struct bpf_insn`): opcode, registers
+/// (dst in the low nibble, src in the high), offset, immediate.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfInsn {
+    pub code: u8,
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+const BPF_PROG_LOAD: libc::c_int = 5;
+const BPF_PROG_ATTACH: libc::c_int = 8;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+const BPF_CGROUP_DEVICE: u32 = 6;
+const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// The `BPF_PROG_LOAD` members of `union bpf_attr`, zero-padded to the
+/// size of the union's largest member this kernel family knows.
+#[repr(C)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    _rest: [u8; 96],
+}
+
+/// The `BPF_PROG_ATTACH` members of `union bpf_attr`.
+#[repr(C)]
+struct ProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+    _rest: [u8; 108],
+}
+
+/// Load `insns` as a `BPF_PROG_TYPE_CGROUP_DEVICE` program and attach it
+/// to the cgroup v2 directory `cgroup` (`BPF_F_ALLOW_MULTI`: it runs with
+/// the programs of the ancestors, and every one must allow). The program
+/// stays attached as long as the cgroup exists. The verifier's log is in
+/// the error when loading fails.
+pub fn attach_device_program(cgroup: BorrowedFd<'_>, insns: &[BpfInsn]) -> Result<()> {
+    let license = c"Apache-2.0";
+    let mut log = vec![0u8; 64 * 1024];
+    let load = |log_level: u32, log: &mut [u8]| {
+        let attr = ProgLoadAttr {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: insns.len() as u32,
+            insns: insns.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level,
+            log_size: if log_level > 0 { log.len() as u32 } else { 0 },
+            log_buf: if log_level > 0 {
+                log.as_mut_ptr() as u64
+            } else {
+                0
+            },
+            kern_version: 0,
+            prog_flags: 0,
+            _rest: [0; 96],
+        };
+        // SAFETY: `attr` is a zero-padded `union bpf_attr` prefix for
+        // BPF_PROG_LOAD; the instruction array, the license string and the
+        // log buffer it points to outlive the call, and their lengths are
+        // the ones given. The returned fd is new and owned by nobody else.
+        unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const ProgLoadAttr,
+                std::mem::size_of::<ProgLoadAttr>(),
+            )
+        }
+    };
+    let mut fd = load(0, &mut log);
+    if fd < 0 && Errno::last() != Errno::EPERM {
+        // Once more with the verifier's log, to say why.
+        fd = load(1, &mut log);
+        if fd < 0 {
+            let errno = Errno::last();
+            let text = String::from_utf8_lossy(&log);
+            let text = text.trim_end_matches('\0').trim();
+            let last = text
+                .lines()
+                .rfind(|l| !l.starts_with("processed "))
+                .unwrap_or("");
+            return Err(SysError {
+                call: format!("bpf(BPF_PROG_LOAD, cgroup device program of {} instructions; verifier: {last})", insns.len()),
+                errno,
+            });
+        }
+    }
+    if fd < 0 {
+        return Err(SysError::new(
+            "bpf(BPF_PROG_LOAD, cgroup device program)".into(),
+        ));
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = ProgAttachAttr {
+        target_fd: cgroup.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type: BPF_CGROUP_DEVICE,
+        attach_flags: BPF_F_ALLOW_MULTI,
+        replace_bpf_fd: 0,
+        _rest: [0; 108],
+    };
+    // SAFETY: `attr` is a zero-padded `union bpf_attr` prefix for
+    // BPF_PROG_ATTACH; both fds are open for the whole call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const ProgAttachAttr,
+            std::mem::size_of::<ProgAttachAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(SysError::new(
+            "bpf(BPF_PROG_ATTACH, BPF_CGROUP_DEVICE)".into(),
+        ));
+    }
+    Ok(())
+}

@@ -150,7 +150,7 @@ bundle cpu '.process.args = ["sleep", "300"]
 # (4, 5, 7, 8) pause/resume, update, kill --all, delete: a few processes
 bundle multi '.process.args = ["sh", "-c", "sleep 300 & sleep 300 & wait"]'
 # (6) devices: deny all, plus /dev/kmsg (c 1:11) that no rule allows
-bundle devices '.process.args = ["sh", "-c", "if echo buildcell-qemu-v2-device-write > /dev/kmsg; then echo WRITE-OK; else echo WRITE-DENIED; fi; if mknod /dev/k c 1 11 && echo buildcell-qemu-v2-mknod-write > /dev/k; then echo MKNOD-OK; else echo MKNOD-DENIED; fi"]
+bundle devices '.process.args = ["sh", "-c", "if echo x > /dev/null; then echo NULL-OK; else echo NULL-DENIED; fi; if echo buildcell-qemu-v2-device-write > /dev/kmsg; then echo WRITE-OK; else echo WRITE-DENIED; fi; if mknod /dev/k c 1 11 && echo buildcell-qemu-v2-mknod-write > /dev/k; then echo MKNOD-OK; else echo MKNOD-DENIED; fi"]
   | .process.capabilities |= with_entries(.value += ["CAP_MKNOD"])
   | .linux.devices = [{path: "/dev/kmsg", type: "c", major: 1, minor: 11, fileMode: 420, uid: 0, gid: 0}]
   | .linux.resources = {devices: [{allow: false, access: "rwm"}]}'

@@ -14,10 +14,10 @@
 //! - [`Cgroup`] is the handle: serialisable (the state file keeps it between
 //!   CLI calls) or found again with [`Cgroup::open`].
 //!
-//! Device rules on cgroup v2 need a BPF program attached to the cgroup;
-//! buildcell has none yet, so [`Cgroup::create`] refuses restrictive device
-//! rules on v2 with [`CgroupError::V2DeviceRules`] (see its text).
+//! Device rules on cgroup v2 are a BPF device program attached to the
+//! cgroup (`bpf.rs`), made at create; `update` cannot change them.
 
+mod bpf;
 mod resources;
 mod v1;
 mod v2;
@@ -89,8 +89,11 @@ pub enum CgroupError {
         what: String,
         path: PathBuf,
     },
-    #[error("cgroup v2 device rules: {0} rule(s) restrict devices, which on cgroup v2 needs a BPF device program that buildcell does not have yet; drop linux.resources.devices (the container's /dev holds only the spec's devices) or use a cgroup v1 host")]
-    V2DeviceRules(usize),
+    #[error("cgroup v2 device rules: cannot attach the device program to {}: {source}; buildcell needs CAP_BPF and CAP_SYS_ADMIN (host root) for them", path.display())]
+    DeviceProgram {
+        path: PathBuf,
+        source: crate::sys::SysError,
+    },
     #[error("cgroup v1: linux.resources.unified is set ({0}); it applies to cgroup v2 only")]
     UnifiedOnV1(String),
     #[error("cgroup freezer: {} did not become {state} within {secs} s", path.display())]
@@ -513,7 +516,7 @@ impl Cgroup {
                     return Err(CgroupError::UnifiedOnV1(keys.join(", ")));
                 }
             }
-            Version::V2 => v2::check_devices(resources)?,
+            Version::V2 => {}
         }
         let mut created = Vec::new();
         let result = (|| {
@@ -525,6 +528,9 @@ impl Cgroup {
             }
             let cg = Cgroup { version, dirs };
             cg.update(resources)?;
+            if let (Version::V2, Some(rules)) = (version, &resources.devices) {
+                v2::apply_devices(cg.v2_dir()?, rules)?;
+            }
             Ok(cg)
         })();
         if result.is_err() {
@@ -610,10 +616,8 @@ impl Cgroup {
                 }
                 v1::apply(self, resources)
             }
-            Version::V2 => {
-                v2::check_devices(resources)?;
-                v2::apply(self.v2_dir()?, resources)
-            }
+            // Device rules are made at create (a program attached once).
+            Version::V2 => v2::apply(self.v2_dir()?, resources),
         }
     }
 
@@ -720,6 +724,19 @@ impl Cgroup {
             )
         })
     }
+}
+
+/// Attach the device program for `rules` to the cgroup v2 directory
+/// `dir` (also a cgroup2 directory of a hybrid host, where the program
+/// applies on top of the v1 `devices` controller).
+pub fn attach_device_rules(dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+    use std::os::fd::AsFd;
+    let err = |source| CgroupError::DeviceProgram {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let d = fs::File::open(dir).map_err(|e| io_err("v2", "opening", dir, e))?;
+    crate::sys::attach_device_program(d.as_fd(), &bpf::device_program(rules)).map_err(err)
 }
 
 // ---------------------------------------------------------------------------

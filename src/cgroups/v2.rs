@@ -11,22 +11,22 @@ use super::{
     FreezerState, Layout, Resources,
 };
 
-/// Restrictive device rules need a BPF program on v2 (not implemented):
-/// refuse them. A list that ends by allowing everything (a privileged
-/// container) needs none and is accepted.
-pub(super) fn check_devices(r: &Resources) -> Result<(), CgroupError> {
-    let Some(rules) = &r.devices else {
-        return Ok(());
-    };
-    let allows_all = match rules.iter().rposition(|d| d.is_allow_all()) {
+/// Whether a device list ends by allowing everything (a privileged
+/// container): it needs no device program.
+pub(super) fn allows_all_devices(rules: &[super::DeviceRule]) -> bool {
+    match rules.iter().rposition(|d| d.is_allow_all()) {
         Some(i) => rules[i + 1..].iter().all(|d| d.allow),
         None => false,
-    };
-    if allows_all {
-        Ok(())
-    } else {
-        Err(CgroupError::V2DeviceRules(rules.len()))
     }
+}
+
+/// Device rules on v2: a BPF device program attached to the cgroup's
+/// directory (none for a list that allows everything).
+pub(super) fn apply_devices(dir: &Path, rules: &[super::DeviceRule]) -> Result<(), CgroupError> {
+    if allows_all_devices(rules) {
+        return Ok(());
+    }
+    super::attach_device_rules(dir, rules)
 }
 
 /// The controllers `r` writes to.

@@ -811,15 +811,17 @@ fn make_cgroup(
         rules.extend(default_device_rules());
     }
     let mut v2_devices_unenforced = false;
-    if layout.version() == crate::cgroups::Version::V2 && resources.devices.is_some() {
-        // No BPF device program yet: the rules cannot be enforced. The
-        // container keeps the spec's device nodes (bound from the host) and
-        // loses CAP_MKNOD, so it cannot make any other node.
+    if layout.version() == crate::cgroups::Version::V2 && resources.devices.is_some() && rootless()
+    {
+        // Only host root may load the BPF device program: rootless, the
+        // rules cannot be enforced. The container keeps the spec's device
+        // nodes (bound from the host) and loses CAP_MKNOD, so it cannot
+        // make any other node.
         resources.devices = None;
         v2_devices_unenforced = true;
         annotations.insert(
             "org.buildcell.cgroup.devices".into(),
-            "device rules not enforced on cgroup v2: only the spec's device nodes exist, CAP_MKNOD dropped".into(),
+            "device rules not enforced on cgroup v2 rootless (the BPF device program needs host root): only the spec's device nodes exist, CAP_MKNOD dropped".into(),
         );
     }
     match Cgroup::create_in(&layout, &path, &resources) {
