@@ -1129,3 +1129,85 @@ fn list_does_not_wait_for_a_create_under_way() {
     ok(rt(m, &b, None, &["delete", "--force", "lc1"]));
     assert!(leftovers(&b, "lc1").is_empty());
 }
+
+/// A container without a pid namespace of its own (the host's, as
+/// `podman --pid host` asks; allowed by engine-compat only) does not die
+/// with its init. Its supervisor then traces every task of the container
+/// (attached at each fork), so SIGKILL to the supervisor kills them all,
+/// a background process included, not only the init.
+#[test]
+fn a_killed_supervisor_stops_a_container_without_its_own_pid_namespace() {
+    if !is_root() {
+        skip("a container in the host's pid namespace needs host root");
+        return;
+    }
+    let m = Mode::Root;
+    let id = "sk-hostpid";
+    let b = root_engine_bundle(
+        "sup-killed-hostpid",
+        &[
+            "sh",
+            "-c",
+            "sleep 1000 & echo bg $!; i=0; while :; do /bin/true; i=$((i+1)); sleep 0.05; done",
+        ],
+        |c| {
+            let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "pid");
+            // The host's /proc, not a new instance (the pid namespace is
+            // not the container's own).
+            for mnt in c["mounts"].as_array_mut().unwrap() {
+                if mnt["destination"] == "/proc" {
+                    *mnt = json!({"destination": "/proc", "type": "bind", "source": "/proc",
+                                  "options": ["rbind", "nosuid", "nodev", "noexec"]});
+                }
+            }
+        },
+    );
+    let bs = b.display().to_string();
+    let root = b.join("state");
+    mark(&b, id);
+    let with = |args: &[&str]| {
+        let mut all = vec!["--profile", "engine-compat"];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let run = |name: &str, args: &[&str]| {
+        let a = with(args);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        bc(m, &b, Some(&root), name, &a, &[])
+    };
+    let r = run("create", &["create", "--bundle", &bs, id]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(run("start", &["start", id]).code, 0);
+    let out = b.join("create.out");
+    assert!(wait_until(10, || fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("bg ")));
+    let bg: i32 = fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("bg ")?.trim().parse().ok())
+        .unwrap();
+    let st = saved_state(&b, id);
+    let init = st["oci"]["pid"].as_i64().unwrap() as i32;
+    let alive = |pid: i32| {
+        Path::new(&format!("/proc/{pid}")).exists()
+            && !fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    assert!(
+        alive(init) && alive(bg),
+        "init {init}, background sleep {bg}"
+    );
+    sigkill(st["supervisor_pid"].as_i64().unwrap());
+    assert!(
+        wait_until(10, || !alive(init) && !alive(bg)),
+        "after the supervisor died: init {init} alive {}, background sleep {bg} alive {}",
+        alive(init),
+        alive(bg)
+    );
+    assert_eq!(run("del", &["delete", "--force", id]).code, 0);
+    let left = leftovers(&b, id);
+    assert!(left.is_empty(), "{left:?}");
+}

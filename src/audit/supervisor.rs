@@ -169,32 +169,43 @@ fn serve(
     if let Some(c) = &control {
         let _ = c.set_nonblocking(true);
     }
+    // A container without a pid namespace of its own (the host's, or a
+    // pod's joined by path) does not die with its init: then every task
+    // of the container stays traced, new ones attached at their fork
+    // (PTRACE_O_TRACEFORK and friends), so PTRACE_O_EXITKILL kills them
+    // all when the supervisor dies. (Costs a ptrace stop per fork, so
+    // only there.)
+    let trace_all = !leads_pid_namespace(init);
     let mut s = Supervisor {
         listeners: vec![listener],
         log,
         init,
         anchor: None,
+        trace_all,
         pending: HashMap::new(),
         traced: HashSet::new(),
         failure: None,
         maps: None,
     };
-    if detached {
+    if detached || trace_all {
         // Not the init's parent, the supervisor traces it for the
         // container's whole life instead, with PTRACE_O_EXITKILL: if the
         // supervisor dies, the kernel kills the init, and with it the pid
         // namespace. (Without that, no later exec could run anyway: nobody
         // answers the notifications.)
-        let opts = ptrace::Options::PTRACE_O_TRACEEXEC | ptrace::Options::PTRACE_O_EXITKILL;
-        match ptrace::seize(init, opts) {
+        match ptrace::seize(init, s.options()) {
             Ok(()) => {
                 s.anchor = Some(init);
                 s.traced.insert(init.as_raw());
-                traced(true);
+                if detached {
+                    traced(true);
+                }
             }
             Err(e) => {
                 s.fail(format!("cannot trace the container's init {init}: {e}"));
-                traced(false);
+                if detached {
+                    traced(false);
+                }
             }
         }
     }
@@ -299,6 +310,8 @@ struct Supervisor<'a> {
     init: Pid,
     /// The init, traced for the container's life (detached supervisor).
     anchor: Option<Pid>,
+    /// Every task stays traced (a container without its own pid namespace).
+    trace_all: bool,
     pending: HashMap<i32, Attempt>,
     traced: HashSet<i32>,
     failure: Option<String>,
@@ -307,6 +320,17 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
+    fn options(&self) -> ptrace::Options {
+        let o = ptrace::Options::PTRACE_O_TRACEEXEC | ptrace::Options::PTRACE_O_EXITKILL;
+        if self.trace_all {
+            o | ptrace::Options::PTRACE_O_TRACEFORK
+                | ptrace::Options::PTRACE_O_TRACEVFORK
+                | ptrace::Options::PTRACE_O_TRACECLONE
+        } else {
+            o
+        }
+    }
+
     fn on_notification(&mut self, i: usize) {
         if i >= self.listeners.len() {
             return;
@@ -339,8 +363,7 @@ impl Supervisor<'_> {
             return;
         }
         let pid = Pid::from_raw(tid);
-        let opts = ptrace::Options::PTRACE_O_TRACEEXEC | ptrace::Options::PTRACE_O_EXITKILL;
-        match ptrace::seize(pid, opts) {
+        match ptrace::seize(pid, self.options()) {
             Ok(()) => {
                 self.traced.insert(tid);
             }
@@ -371,6 +394,14 @@ impl Supervisor<'_> {
             match status {
                 WaitStatus::PtraceEvent(pid, _, ev) if ev == libc::PTRACE_EVENT_EXEC => {
                     self.on_exec(pid)
+                }
+                WaitStatus::PtraceEvent(pid, _, ev)
+                    if ev == libc::PTRACE_EVENT_STOP && !self.traced.contains(&pid.as_raw()) =>
+                {
+                    // A new task attached at its fork (trace_all): its
+                    // first stop; it runs on, traced.
+                    self.traced.insert(pid.as_raw());
+                    let _ = ptrace::cont(pid, None);
                 }
                 WaitStatus::PtraceEvent(pid, sig, ev) if ev == libc::PTRACE_EVENT_STOP => {
                     // A group-stop (kill -STOP from outside) of a task we
@@ -439,9 +470,10 @@ impl Supervisor<'_> {
     }
 
     /// Let a task go on after its exec stop: detached, except the init of
-    /// a detached supervisor's container, which stays traced.
+    /// a detached supervisor's container and every task of a container
+    /// without its own pid namespace, which stay traced.
     fn release(&mut self, pid: Pid) {
-        if Some(pid) == self.anchor {
+        if Some(pid) == self.anchor || self.trace_all {
             self.traced.insert(pid.as_raw());
             let _ = ptrace::cont(pid, None);
         } else {
@@ -472,6 +504,17 @@ impl Supervisor<'_> {
             let _ = kill(self.init, Signal::SIGKILL);
         }
     }
+}
+
+/// Whether `pid` is pid 1 of its pid namespace (the last `NSpid` field
+/// of its status is 1). Unreadable counts as no.
+fn leads_pid_namespace(pid: Pid) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|v| v.split_whitespace().last())
+            == Some("1")
+    })
 }
 
 fn set_argv(rec: &mut Exec, argv: Vec<String>) {
