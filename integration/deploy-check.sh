@@ -53,6 +53,12 @@ for dir in /etc /usr/local /var/log; do
   mount -t overlay overlay -o "lowerdir=$dir,upperdir=$o/upper,workdir=$o/work" "$dir" ||
     die "cannot mount an overlay on $dir"
 done
+# The audit log directory is this run's own, empty: through the overlay the
+# host's /var/log/buildcell would show, with the logs other buildcell runs on
+# the machine write into it meanwhile, and "the logs newer than a mark" would
+# count theirs.
+mkdir -p -m 700 "$WORK/log-buildcell" /var/log/buildcell
+mount --bind "$WORK/log-buildcell" /var/log/buildcell || die "cannot bind a directory on /var/log/buildcell"
 
 ID=$$
 BC=/usr/local/bin/buildcell
