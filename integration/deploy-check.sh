@@ -104,6 +104,9 @@ _installed() {
   local f missing=""
   for f in $BC /usr/local/lib/buildcell/buildkit/runc /etc/buildcell/config.toml /etc/buildcell/audit.key $PUB \
            /etc/buildcell/seccomp/default.json; do [ -e "$f" ] || missing="$missing $f"; done
+  for f in "$DEPLOY"/cni/*.conflist; do
+    cmp -s "$f" "/etc/buildcell/cni/$(basename "$f")" || missing="$missing cni/$(basename "$f")"
+  done
   for p in "$REPO"/profiles/*.toml; do
     p=$(basename "$p" .toml)
     [ "$(readlink "/usr/local/bin/buildcell-$p")" = buildcell ] || missing="$missing buildcell-$p"
@@ -223,31 +226,31 @@ section "containerd: its config + deploy/containerd/buildcell.toml"
 # Pods on a pod network: containerd's CRI plugin makes the sandbox's network
 # namespace with the CNI plugins of Debian's containernetworking-plugins
 # (/usr/lib/cni; installed here only when missing, as ci/test.sh's
-# integration/install.sh does up front). The CRI plugin reads one conf dir,
-# so each network is a conf dir of its own, and containerd is restarted with
-# the other (same root and state) between the two:
-#  - lo: the pod's netns holds only lo (what `build` allows). `loopback`
-#    alone is not a network containerd's CRI accepts: it takes the pod's IP
-#    from the result's eth0 entry and fails RunPodSandbox without one
-#    ("failed to find network info for sandbox"; tried). So the chain is
+# integration/install.sh does up front). Two networks, one containerd:
+#  - the node's network (the CRI plugin's conf_dir): a bridge of this run
+#    (name and /24 from the PID, no gateway address, no masquerade: no
+#    iptables rule) with host-local IPAM (its leases in the work dir), then
+#    `loopback`: the pod gets eth0. buildcell-build-network and
+#    buildcell-engine-compat pods get it;
+#  - the loopback-only network of deploy/cni (installed in /etc/buildcell/cni),
+#    which deploy/containerd/buildcell.toml gives the buildcell-build and
+#    -strict handlers (cni_conf_dir): the pod's netns holds only lo.
+#    `loopback` alone is not a network containerd's CRI accepts (it takes the
+#    pod's IP from the result's eth0 entry and fails RunPodSandbox without
+#    one: "failed to find network info for sandbox"; tried), so the chain is
 #    `static` (the IPAM plugin run as the first plugin: it reports
-#    127.0.0.1/8 as the pod's address and creates nothing), then `loopback`;
-#  - br: a bridge of this run (name and /24 from the PID, no gateway
-#    address, no masquerade: no iptables rule) with host-local IPAM (its
-#    leases in the work dir), then `loopback`: the pod gets eth0.
+#    127.0.0.1/8 as the pod's address and creates nothing), then `loopback`.
+# The check's config adds one handler of its own, buildcell-build-nodenet:
+# buildcell-build without cni_conf_dir, so its pods get the node's network,
+# as they would if that line were dropped from the deploy file.
 # The bridge is deleted at exit (the bridge plugin leaves it), and so are the
 # /run/netns/cni-* files of this run should containerd not have removed them.
 apt_ensure containernetworking-plugins
-C=$WORK/containerd; mkdir -p "$C/cni-lo" "$C/cni-br" "$WORK/pods"
+C=$WORK/containerd; mkdir -p "$C/cni-node" "$WORK/pods"
 SOCK=$C/containerd.sock NS=deploy-$ID
 BR=bcdeploy$((ID % 1000000)) SUBNET=10.213.$((ID % 250)).0/24
-cat >"$C/cni-lo/10-buildcell-lo.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "buildcell-deploy-lo", "plugins": [
-  {"type": "static", "ipam": {"type": "static", "addresses": [{"address": "127.0.0.1/8"}]}},
-  {"type": "loopback"}]}
-JSON
-cat >"$C/cni-br/10-buildcell-br.conflist" <<JSON
-{"cniVersion": "1.0.0", "name": "buildcell-deploy-br", "plugins": [
+cat >"$C/cni-node/10-buildcell-deploy-bridge.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "buildcell-deploy-bridge", "plugins": [
   {"type": "bridge", "bridge": "$BR", "isGateway": false, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$SUBNET"}]], "dataDir": "$C/cni-ipam"}},
   {"type": "loopback"}]}
@@ -273,7 +276,6 @@ mount --bind "$C/root" /var/lib/containerd && mount --bind "$C/state" /run/conta
   die "cannot bind the work dir on /var/lib/containerd and /run/containerd"
 on_exit "umount_under /run/containerd; umount_under /var/lib/containerd"
 RESTRICT_OOM=false; cap_sys_resource || RESTRICT_OOM=true
-# containerd_start NET: containerd with the CNI conf dir cni-NET.
 containerd_start() {
   { cat <<TOML
 version = 2
@@ -290,14 +292,23 @@ state = "/run/containerd"
   restrict_oom_score_adj = $RESTRICT_OOM
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "$C/cni-$1"
+    conf_dir = "$C/cni-node"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 TOML
-    cat "$DEPLOY/containerd/buildcell.toml"; } >"$C/config.toml"
+    cat "$DEPLOY/containerd/buildcell.toml"
+    cat <<TOML
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.buildcell-build-nodenet]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.buildcell-build-nodenet.options]
+    BinaryName = "/usr/local/bin/buildcell-build"
+    SystemdCgroup = false
+TOML
+  } >"$C/config.toml"
   containerd --config "$C/config.toml" >>"$C/containerd.log" 2>&1 &
   echo $! >"$C/containerd.pid"
   for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
@@ -320,7 +331,7 @@ _ctr_clean() {  # (only while containerd runs: ctr would wait 10 s per call)
   done
 }
 on_exit _ctr_clean
-containerd_start lo
+containerd_start
 check "containerd starts with the handlers (CRI plugin ok)" "cri" \
   sh -c "ctr --address $SOCK plugins ls | awk '\$2==\"cri\" && \$4==\"ok\" {print \$2}'"
 "${CTR[@]}" -n "$NS" images import "$WORK/image.tar" >/dev/null
@@ -339,7 +350,7 @@ CRI=(env TMPDIR="$WORK" /usr/bin/python3 "$HERE/deploy-cri.py" --sock "$SOCK" --
 # What the pod's container shows of itself: who it runs as, its network devices.
 POD_CMD='id; cat /proc/net/dev'
 # _cri_run HANDLER PROFILE NETWORK: a pod through HANDLER on NETWORK (pod:
-# the CNI network of the conf dir, host: hostNetwork), POD_CMD run in its
+# the handler's CNI network, host: hostNetwork), POD_CMD run in its
 # container; the container's state names PROFILE. The output is kept in
 # $WORK/cri-HANDLER-NETWORK.out for _cri_pod and _cri_logs.
 _cri_run() {
@@ -371,8 +382,8 @@ check "CRI pod, handler buildcell-engine-compat (hostNetwork): runs" '"org.build
   _cri_run buildcell-engine-compat engine-compat host
 check "CRI pod, handler buildcell-build (hostNetwork): refused by build" "profile build refuses this bundle" \
   "${CRI[@]}" --handler buildcell-build --network host refused
-# A loopback-only pod network: RuntimeClass buildcell-build runs the pod.
-check "CRI pod, handler buildcell-build (pod network: loopback only): runs" '"org.buildcell.policy.profile": "build"' \
+# RuntimeClass buildcell-build: the handler's loopback-only network.
+check "CRI pod, handler buildcell-build (its network: loopback only): runs" '"org.buildcell.policy.profile": "build"' \
   _cri_run buildcell-build build pod
 check "  ...in its container: root of its user namespace, only lo" "uid=0(root) gid=0(root); devices: lo" \
   _cri_pod buildcell-build pod
@@ -380,27 +391,22 @@ check_logs "  ...sandbox's and container's logs: profile build, verify" build "c
   $(_cri_logs buildcell-build pod)
 # strict allows no capability, and containerd gives the sandbox's (pause)
 # container the default set, which the CRI offers no way to drop.
-check "CRI pod, handler buildcell-strict (pod network: loopback only): refused for the sandbox's capabilities alone" \
+check "CRI pod, handler buildcell-strict (its network: loopback only): refused for the sandbox's capabilities alone" \
   "profile strict refuses this bundle (1 violation): process.capabilities: CAP_AUDIT_WRITE" \
   "${CRI[@]}" --handler buildcell-strict --network pod refused
-
-# A bridge pod network: eth0 in the pod's network namespace.
-_ctr_clean >/dev/null 2>&1; containerd_stop
-containerd_start br
-check "containerd restarted with the bridge network ($BR, $SUBNET)" "cri" \
-  sh -c "ctr --address $SOCK plugins ls | awk '\$2==\"cri\" && \$4==\"ok\" {print \$2}'"
-check "CRI pod, handler buildcell-build-network (pod network: bridge): runs" '"org.buildcell.policy.profile": "build-network"' \
+# RuntimeClass buildcell-build-network: the node's network, eth0.
+check "CRI pod, handler buildcell-build-network (node's network: bridge $BR): runs" '"org.buildcell.policy.profile": "build-network"' \
   _cri_run buildcell-build-network build-network pod
 check "  ...in its container: root of its user namespace, lo and eth0" "uid=0(root) gid=0(root); devices: lo eth0" \
   _cri_pod buildcell-build-network pod
 check_logs "  ...sandbox's and container's logs: profile build-network, verify" build-network "called as buildcell-build-network" 2 \
   $(_cri_logs buildcell-build-network pod)
-# the refusal, with the pod's netns path (/var/run/netns/cni-UUID) as NETNS:
-# one violation, eth0, and nothing else of the pod
+# buildcell-build on the node's network: the refusal, with the pod's netns
+# path (/var/run/netns/cni-UUID) as NETNS: one violation, eth0, nothing else.
 _cri_refused() { "${CRI[@]}" --handler "$1" --network pod refused | sed 's/joined by path [^ ]* with/joined by path NETNS with/'; }
-check "CRI pod, handler buildcell-build (pod network: bridge): refused for eth0 alone" \
+check "CRI pod, buildcell-build without its cni_conf_dir (node's network): refused for eth0 alone" \
   "profile build refuses this bundle (1 violation): linux.namespaces: network namespace is joined by path NETNS with links eth0; profile build allows network = loopback (nothing but lo)" \
-  _cri_refused buildcell-build
+  _cri_refused buildcell-build-nodenet
 _ctr_clean >/dev/null 2>&1; containerd_stop
 _cni_left() {
   local left="" n
@@ -451,7 +457,8 @@ check "uninstall removes what it installed, keeps key and logs" "kept       /etc
   "$DEPLOY/install.sh" --uninstall
 _gone() {
   local left=""
-  for f in $BC /usr/local/bin/buildcell-build /usr/local/lib/buildcell /etc/buildcell/profiles /etc/buildcell/seccomp; do
+  for f in $BC /usr/local/bin/buildcell-build /usr/local/lib/buildcell /etc/buildcell/profiles /etc/buildcell/seccomp \
+           /etc/buildcell/cni; do
     [ -e "$f" ] || [ -L "$f" ] && left="$left $f"
   done
   [ -z "$left" ] && [ -e $PUB ] && echo "removed; key kept" || { echo "left:$left"; return 1; }
