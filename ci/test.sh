@@ -111,6 +111,10 @@ run_script "engines under policy: build refuses, each engine shows the violation
 # so the machine's /etc and /usr/local stay untouched), then podman, buildah,
 # containerd (ctr, CRI handlers), dockerd and BuildKit pointed at buildcell
 # by their deploy files alone; the profile each container got is checked.
+# Its CRI pods on a pod network use Debian's containernetworking-plugins
+# (integration/install.sh installs it; the script runs apt-get only if it is
+# missing), with a loopback-only network and a bridge of its own (deleted at
+# exit, no iptables rule).
 run_script "deploy/: install.sh, then every engine through its deploy file (integration/deploy-check.sh)" \
   integration/deploy-check.sh target/release/buildcell
 # Every parser of hostile input under cargo-fuzz, 60 s per target (two at a

@@ -12,6 +12,8 @@
 #   PREFIX/lib/buildcell/buildkit/runc   the BuildKit wrapper (deploy/buildkit/runc)
 #   /etc/buildcell/profiles/*.toml       the shipped profiles (replaced on upgrade)
 #   /etc/buildcell/seccomp/*.json        the seccomp profiles they name
+#   /etc/buildcell/cni/*.conflist        the loopback-only CNI network of the buildcell-build and
+#                                        -strict CRI handlers (deploy/cni; replaced on upgrade)
 #   /etc/buildcell/config.toml           deploy/config.toml, only when absent (edits are kept)
 #   /etc/buildcell/audit.key (+ .pub)    `buildcell audit keygen`, only when absent
 #   /var/log/buildcell/                  the audit log directory (0700)
@@ -82,7 +84,8 @@ if [ "$uninstall" = 1 ]; then
   remove "$LIB/buildkit/runc"
   rmdir "$LIB/buildkit" "$LIB" 2>/dev/null || true
   for f in "$REPO"/seccomp/*.json; do remove "$ETC/seccomp/$(basename "$f")"; done
-  rmdir "$ETC/profiles" "$ETC/seccomp" 2>/dev/null || true
+  for f in "$HERE"/cni/*.conflist; do remove "$ETC/cni/$(basename "$f")"; done
+  rmdir "$ETC/profiles" "$ETC/seccomp" "$ETC/cni" 2>/dev/null || true
   if rmdir /var/lib/containers/tmp 2>/dev/null; then say removed /var/lib/containers/tmp; fi
   for k in "$ETC/config.toml" "$ETC/audit.key" "$ETC/audit.key.pub" /var/log/buildcell; do
     [ -e "$k" ] && say kept "$k"
@@ -105,9 +108,10 @@ tmp=$(mktemp); trap 'rm -f "$tmp"' EXIT
 sed "s#/usr/local/bin/buildcell#$BIN/buildcell#g" "$HERE/buildkit/runc" >"$tmp"
 put 755 "$tmp" "$LIB/buildkit/runc"
 
-install -d -o root -g root -m 755 "$ETC" "$ETC/profiles" "$ETC/seccomp"
+install -d -o root -g root -m 755 "$ETC" "$ETC/profiles" "$ETC/seccomp" "$ETC/cni"
 for p in "${profiles[@]}"; do put 644 "$REPO/profiles/$p.toml" "$ETC/profiles/$p.toml"; done
 for f in "$REPO"/seccomp/*.json; do put 644 "$f" "$ETC/seccomp/$(basename "$f")"; done
+for f in "$HERE"/cni/*.conflist; do put 644 "$f" "$ETC/cni/$(basename "$f")"; done
 if [ -e "$ETC/config.toml" ]; then say kept "$ETC/config.toml"; else put 644 "$HERE/config.toml" "$ETC/config.toml"; fi
 
 # The audit signing key (README "The audit log"): the default path of

@@ -12,7 +12,10 @@
 # podman (root and rootless) and buildah: CONTAINERS_CONF=deploy/containers/buildcell.conf;
 # containerd: a config made of this run's paths + deploy/containerd/buildcell.toml
 # appended (ctr, and CRI pods through the handlers of
-# deploy/kubernetes/runtimeclass.yaml); dockerd: --config-file
+# deploy/kubernetes/runtimeclass.yaml: hostNetwork, a loopback-only pod
+# network, a bridge pod network; containerd's root and state at their
+# default paths, bound from the work dir in the private mount namespace, so
+# pods bind what they bind on a production host); dockerd: --config-file
 # deploy/docker/daemon.json, with the PATH of deploy/docker/buildkit-path.conf
 # (BuildKit's runc wrapper). Nothing of the machine changes: the script runs in
 # a private mount namespace where /etc, /usr/local and /var/log are overlays
@@ -53,6 +56,12 @@ for dir in /etc /usr/local /var/log; do
   mount -t overlay overlay -o "lowerdir=$dir,upperdir=$o/upper,workdir=$o/work" "$dir" ||
     die "cannot mount an overlay on $dir"
 done
+# The audit log directory is this run's own, empty: through the overlay the
+# host's /var/log/buildcell would show, with the logs other buildcell runs on
+# the machine write into it meanwhile, and "the logs newer than a mark" would
+# count theirs.
+mkdir -p -m 700 "$WORK/log-buildcell" /var/log/buildcell
+mount --bind "$WORK/log-buildcell" /var/log/buildcell || die "cannot bind a directory on /var/log/buildcell"
 
 ID=$$
 BC=/usr/local/bin/buildcell
@@ -95,6 +104,9 @@ _installed() {
   local f missing=""
   for f in $BC /usr/local/lib/buildcell/buildkit/runc /etc/buildcell/config.toml /etc/buildcell/audit.key $PUB \
            /etc/buildcell/seccomp/default.json; do [ -e "$f" ] || missing="$missing $f"; done
+  for f in "$DEPLOY"/cni/*.conflist; do
+    cmp -s "$f" "/etc/buildcell/cni/$(basename "$f")" || missing="$missing cni/$(basename "$f")"
+  done
   for p in "$REPO"/profiles/*.toml; do
     p=$(basename "$p" .toml)
     [ "$(readlink "/usr/local/bin/buildcell-$p")" = buildcell ] || missing="$missing buildcell-$p"
@@ -211,13 +223,64 @@ section_end buildah
 unset CONTAINERS_CONF
 
 section "containerd: its config + deploy/containerd/buildcell.toml"
-C=$WORK/containerd; mkdir -p "$C/cni" "$WORK/pods"
+# Pods on a pod network: containerd's CRI plugin makes the sandbox's network
+# namespace with the CNI plugins of Debian's containernetworking-plugins
+# (/usr/lib/cni; installed here only when missing, as ci/test.sh's
+# integration/install.sh does up front). Two networks, one containerd:
+#  - the node's network (the CRI plugin's conf_dir): a bridge of this run
+#    (name and /24 from the PID, no gateway address, no masquerade: no
+#    iptables rule) with host-local IPAM (its leases in the work dir), then
+#    `loopback`: the pod gets eth0. buildcell-build-network and
+#    buildcell-engine-compat pods get it;
+#  - the loopback-only network of deploy/cni (installed in /etc/buildcell/cni),
+#    which deploy/containerd/buildcell.toml gives the buildcell-build and
+#    -strict handlers (cni_conf_dir): the pod's netns holds only lo.
+#    `loopback` alone is not a network containerd's CRI accepts (it takes the
+#    pod's IP from the result's eth0 entry and fails RunPodSandbox without
+#    one: "failed to find network info for sandbox"; tried), so the chain is
+#    `static` (the IPAM plugin run as the first plugin: it reports
+#    127.0.0.1/8 as the pod's address and creates nothing), then `loopback`.
+# The check's config adds one handler of its own, buildcell-build-nodenet:
+# buildcell-build without cni_conf_dir, so its pods get the node's network,
+# as they would if that line were dropped from the deploy file.
+# The bridge is deleted at exit (the bridge plugin leaves it), and so are the
+# /run/netns/cni-* files of this run should containerd not have removed them.
+apt_ensure containernetworking-plugins
+C=$WORK/containerd; mkdir -p "$C/cni-node" "$WORK/pods"
 SOCK=$C/containerd.sock NS=deploy-$ID
+BR=bcdeploy$((ID % 1000000)) SUBNET=10.213.$((ID % 250)).0/24
+cat >"$C/cni-node/10-buildcell-deploy-bridge.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "buildcell-deploy-bridge", "plugins": [
+  {"type": "bridge", "bridge": "$BR", "isGateway": false, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$SUBNET"}]], "dataDir": "$C/cni-ipam"}},
+  {"type": "loopback"}]}
+JSON
+NETNS_BEFORE=$(ls /run/netns 2>/dev/null | tr '\n' ' ')
+# (libcni's result cache: emptied by each pod's teardown)
+note_new /run/netns /var/lib/cni /var/lib/cni/results
+_cni_cleanup() {
+  local n
+  ip link del "$BR" 2>/dev/null
+  for n in $(ls /run/netns 2>/dev/null); do
+    case " $NETNS_BEFORE " in *" $n "*) ;; cni-*) umount "/run/netns/$n"; rm -f "/run/netns/$n" ;; esac
+  done
+}
+on_exit _cni_cleanup
+# containerd's root and state are the default paths, as on a production host
+# (the profiles name /var/lib/containerd and containerd's CRI sandbox
+# directory under /run/containerd): in this mount namespace only, they are
+# directories of the work dir bound on those paths, until the section ends.
+note_new /var/lib/containerd
+mkdir -p "$C/root" "$C/state" /var/lib/containerd /run/containerd
+mount --bind "$C/root" /var/lib/containerd && mount --bind "$C/state" /run/containerd ||
+  die "cannot bind the work dir on /var/lib/containerd and /run/containerd"
+on_exit "umount_under /run/containerd; umount_under /var/lib/containerd"
 RESTRICT_OOM=false; cap_sys_resource || RESTRICT_OOM=true
-{ cat <<TOML
+containerd_start() {
+  { cat <<TOML
 version = 2
-root = "$C/root"
-state = "$C/state"
+root = "/var/lib/containerd"
+state = "/run/containerd"
 [grpc]
   address = "$SOCK"
 [ttrpc]
@@ -228,21 +291,39 @@ state = "$C/state"
   sandbox_image = "localhost/pause:lab"
   restrict_oom_score_adj = $RESTRICT_OOM
   [plugins."io.containerd.grpc.v1.cri".cni]
-    conf_dir = "$C/cni"
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$C/cni-node"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 TOML
-  cat "$DEPLOY/containerd/buildcell.toml"; } >"$C/config.toml"
-containerd --config "$C/config.toml" >"$C/containerd.log" 2>&1 &
-CPID=$!
-on_exit "kill $CPID; for i in \$(seq 50); do kill -0 $CPID 2>/dev/null || break; sleep 0.2; done
-  cgroup_kill $NS $NS-cri; runtime_state_purge /run/containerd/runc/$NS; cgroup_rmdir $NS $NS-cri"
+    cat "$DEPLOY/containerd/buildcell.toml"
+    cat <<TOML
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.buildcell-build-nodenet]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.buildcell-build-nodenet.options]
+    BinaryName = "/usr/local/bin/buildcell-build"
+    SystemdCgroup = false
+TOML
+  } >"$C/config.toml"
+  containerd --config "$C/config.toml" >>"$C/containerd.log" 2>&1 &
+  echo $! >"$C/containerd.pid"
+  for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+}
+containerd_stop() {
+  local p; p=$(cat "$C/containerd.pid" 2>/dev/null) || return 0
+  kill "$p" 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+  rm -f "$C/containerd.pid"
+}
+on_exit "containerd_stop; cgroup_kill $NS $NS-cri; runtime_state_purge /run/containerd/runc/$NS; cgroup_rmdir $NS $NS-cri"
 CTR=(ctr --address "$SOCK")
-_ctr_clean() {
+_ctr_clean() {  # (only while containerd runs: ctr would wait 10 s per call)
   local ns t
+  [ -f "$C/containerd.pid" ] || return 0
   for ns in "$NS" k8s.io; do
     for t in $("${CTR[@]}" -n "$ns" task ls -q); do "${CTR[@]}" -n "$ns" task kill -a -s SIGKILL "$t"; done
     for t in $("${CTR[@]}" -n "$ns" task ls -q); do "${CTR[@]}" -n "$ns" task rm -f "$t"; done
@@ -250,7 +331,7 @@ _ctr_clean() {
   done
 }
 on_exit _ctr_clean
-for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+containerd_start
 check "containerd starts with the handlers (CRI plugin ok)" "cri" \
   sh -c "ctr --address $SOCK plugins ls | awk '\$2==\"cri\" && \$4==\"ok\" {print \$2}'"
 "${CTR[@]}" -n "$NS" images import "$WORK/image.tar" >/dev/null
@@ -266,11 +347,18 @@ check_rc "ctr run --runc-binary .../buildcell-strict: read-only root" 1 "Read-on
 check_logs "  ...its audit log: profile strict, verifies" strict "called as buildcell-strict" 1 $(log_of dc2)
 CRI=(env TMPDIR="$WORK" /usr/bin/python3 "$HERE/deploy-cri.py" --sock "$SOCK" --image "$IMG"
      --logdir "$WORK/pods" --recipes "$RECIPES_DIR/lib" --cgroup-parent "/$NS-cri")
-_cri_run() {  # HANDLER PROFILE: a pod through HANDLER; its container's state names PROFILE
-  local h=$1 want=$2 out c st
-  coproc CRIP { "${CRI[@]}" --handler "$h" run 2>&1; }
+# What the pod's container shows of itself: who it runs as, its network devices.
+POD_CMD='id; cat /proc/net/dev'
+# _cri_run HANDLER PROFILE NETWORK: a pod through HANDLER on NETWORK (pod:
+# the handler's CNI network, host: hostNetwork), POD_CMD run in its
+# container; the container's state names PROFILE. The output is kept in
+# $WORK/cri-HANDLER-NETWORK.out for _cri_pod and _cri_logs.
+_cri_run() {
+  local h=$1 want=$2 net=$3 out=$WORK/cri-$1-$3.out c="" st line
+  : >"$out"
+  coproc CRIP { "${CRI[@]}" --handler "$h" --network "$net" --exec "$POD_CMD" run 2>&1; }
   while read -r -u "${CRIP[0]}" line; do
-    echo "$line"
+    echo "$line" >>"$out"; echo "$line"
     case $line in container*) c=$(awk '{print $2}' <<<"$line"); break ;; esac
   done
   st=$($BC --root /run/containerd/runc/k8s.io state "$c" 2>&1) || true
@@ -278,12 +366,58 @@ _cri_run() {  # HANDLER PROFILE: a pod through HANDLER; its container's state na
   echo done >&"${CRIP[1]}"; wait "$CRIP_PID" || return 1
   grep -qF "\"org.buildcell.policy.profile\": \"$want\"" <<<"$st"
 }
-check "CRI pod, handler buildcell-engine-compat (host network): runs" '"org.buildcell.policy.profile": "engine-compat"' \
-  _cri_run buildcell-engine-compat engine-compat
-check "CRI pod, handler buildcell-build (host network): refused by build" "profile build refuses this bundle" \
-  "${CRI[@]}" --handler buildcell-build refused
-check "CRI pod, handler buildcell-strict: refused by strict" "profile strict refuses this bundle" \
-  "${CRI[@]}" --handler buildcell-strict refused
+# _cri_pod HANDLER NETWORK: "uid=.. gid=..; devices: lo ..." from POD_CMD's output
+_cri_pod() {
+  local out=$WORK/cri-$1-$2.out
+  [ -s "$out" ] || { echo "no pod output"; return 1; }
+  grep -q '^exec rc 0$' "$out" || { cat "$out"; return 1; }
+  echo "$(sed -n 's/^exec| \(uid=[^ ]*\) \(gid=[^ ]*\).*/\1 \2/p' "$out");" \
+    "devices: $(sed -n 's/^exec| *\([a-z0-9]*\):.*/\1/p' "$out" | tr '\n' ' ' | sed 's/ $//')"
+}
+# _cri_logs HANDLER NETWORK: the audit logs of the pod's sandbox and container
+_cri_logs() { local out=$WORK/cri-$1-$2.out; log_of "$(awk '/^sandbox /{print $2}' "$out")"; log_of "$(awk '/^container /{print $2}' "$out")"; }
+
+# hostNetwork: the node's network and uts namespaces; only engine-compat.
+check "CRI pod, handler buildcell-engine-compat (hostNetwork): runs" '"org.buildcell.policy.profile": "engine-compat"' \
+  _cri_run buildcell-engine-compat engine-compat host
+check "CRI pod, handler buildcell-build (hostNetwork): refused by build" "profile build refuses this bundle" \
+  "${CRI[@]}" --handler buildcell-build --network host refused
+# RuntimeClass buildcell-build: the handler's loopback-only network.
+check "CRI pod, handler buildcell-build (its network: loopback only): runs" '"org.buildcell.policy.profile": "build"' \
+  _cri_run buildcell-build build pod
+check "  ...in its container: root of its user namespace, only lo" "uid=0(root) gid=0(root); devices: lo" \
+  _cri_pod buildcell-build pod
+check_logs "  ...sandbox's and container's logs: profile build, verify" build "called as buildcell-build" 2 \
+  $(_cri_logs buildcell-build pod)
+# strict allows no capability, and containerd gives the sandbox's (pause)
+# container the default set, which the CRI offers no way to drop.
+check "CRI pod, handler buildcell-strict (its network: loopback only): refused for the sandbox's capabilities alone" \
+  "profile strict refuses this bundle (1 violation): process.capabilities: CAP_AUDIT_WRITE" \
+  "${CRI[@]}" --handler buildcell-strict --network pod refused
+# RuntimeClass buildcell-build-network: the node's network, eth0.
+check "CRI pod, handler buildcell-build-network (node's network: bridge $BR): runs" '"org.buildcell.policy.profile": "build-network"' \
+  _cri_run buildcell-build-network build-network pod
+check "  ...in its container: root of its user namespace, lo and eth0" "uid=0(root) gid=0(root); devices: lo eth0" \
+  _cri_pod buildcell-build-network pod
+check_logs "  ...sandbox's and container's logs: profile build-network, verify" build-network "called as buildcell-build-network" 2 \
+  $(_cri_logs buildcell-build-network pod)
+# buildcell-build on the node's network: the refusal, with the pod's netns
+# path (/var/run/netns/cni-UUID) as NETNS: one violation, eth0, nothing else.
+_cri_refused() { "${CRI[@]}" --handler "$1" --network pod refused | sed 's/joined by path [^ ]* with/joined by path NETNS with/'; }
+check "CRI pod, buildcell-build without its cni_conf_dir (node's network): refused for eth0 alone" \
+  "profile build refuses this bundle (1 violation): linux.namespaces: network namespace is joined by path NETNS with links eth0; profile build allows network = loopback (nothing but lo)" \
+  _cri_refused buildcell-build-nodenet
+_ctr_clean >/dev/null 2>&1; containerd_stop
+_cni_left() {
+  local left="" n
+  for n in $(ls /run/netns 2>/dev/null); do
+    case " $NETNS_BEFORE " in *" $n "*) ;; *) left="$left netns:$n" ;; esac
+  done
+  ip link show "$BR" >/dev/null 2>&1 && ip -o link show master "$BR" | grep -q . && left="$left veths-on-$BR"
+  [ -z "$left" ] && echo "no netns or veth left" || { echo "left:$left"; return 1; }
+}
+check "  ...containerd stopped: no pod netns or veth left" "no netns or veth left" _cni_left
+umount_under /run/containerd; umount_under /var/lib/containerd
 section_end containerd
 
 section "dockerd: --config-file deploy/docker/daemon.json, PATH of deploy/docker/buildkit-path.conf"
@@ -323,7 +457,8 @@ check "uninstall removes what it installed, keeps key and logs" "kept       /etc
   "$DEPLOY/install.sh" --uninstall
 _gone() {
   local left=""
-  for f in $BC /usr/local/bin/buildcell-build /usr/local/lib/buildcell /etc/buildcell/profiles /etc/buildcell/seccomp; do
+  for f in $BC /usr/local/bin/buildcell-build /usr/local/lib/buildcell /etc/buildcell/profiles /etc/buildcell/seccomp \
+           /etc/buildcell/cni; do
     [ -e "$f" ] || [ -L "$f" ] && left="$left $f"
   done
   [ -z "$left" ] && [ -e $PUB ] && echo "removed; key kept" || { echo "left:$left"; return 1; }

@@ -3,13 +3,20 @@
 CRI (RunPodSandbox(runtime_handler=HANDLER), then a container), against a
 containerd whose handlers come from deploy/containerd/buildcell.toml.
 
-  deploy-cri.py --sock S --handler H --image I --logdir D --recipes LIB run
-      a hostNetwork pod and one container; prints `sandbox ID` and
-      `container ID` (both running), then waits for a line on stdin and
-      removes the pod (the caller reads the runtime's state meanwhile)
+  deploy-cri.py --sock S --handler H --image I --logdir D --recipes LIB
+                [--network pod|host] [--exec CMD] run
+      a pod and one container; prints `sandbox ID`, the output of
+      `sh -c CMD` run in the container (ExecSync, as a probe; lines
+      `exec| ...` and `exec rc N`) and `container ID STATE`, then waits for a
+      line on stdin and removes the pod (the caller reads the runtime's
+      state meanwhile)
   deploy-cri.py ... refused
       the same pod; prints the CRI error (the runtime's one-line refusal)
       and exits 0 when RunPodSandbox failed, 1 when it ran
+
+--network pod (the default): the pod's network is containerd's CNI network
+(`hostNetwork: false`: a network namespace made for the sandbox and joined
+by path by its containers); --network host: `hostNetwork: true` (the node's).
 
 Uses the stubs of the shared recipes' cri-smoke.py (cri_min.proto).
 """
@@ -28,6 +35,9 @@ def main():
     ap.add_argument("--logdir", required=True)
     ap.add_argument("--recipes", required=True, help="the shared recipes' lib directory")
     ap.add_argument("--cgroup-parent", default="", help="the pod's cgroup parent (unique to the run)")
+    ap.add_argument("--network", choices=["pod", "host"], default="pod",
+                    help="pod: the CNI network (hostNetwork: false); host: hostNetwork: true")
+    ap.add_argument("--exec", default="", help="run `sh -c EXEC` in the container (ExecSync) and print its output")
     ap.add_argument("mode", choices=["run", "refused"])
     a = ap.parse_args()
 
@@ -43,7 +53,7 @@ def main():
                                        namespace="default", attempt=0),
         log_directory=a.logdir,
         linux=pb.LinuxPodSandboxConfig(cgroup_parent=a.cgroup_parent, security_context=pb.LinuxSandboxSecurityContext(
-            namespace_options=pb.NamespaceOption(network=pb.NODE))))
+            namespace_options=pb.NamespaceOption(network=pb.NODE if a.network == "host" else pb.POD))))
     try:
         sb = rt.RunPodSandbox(pb.RunPodSandboxRequest(config=sbcfg, runtime_handler=a.handler),
                               timeout=T).pod_sandbox_id
@@ -65,6 +75,11 @@ def main():
             if st.state == pb.CONTAINER_RUNNING:
                 break
             time.sleep(0.1)
+        if a.exec:
+            r = rt.ExecSync(pb.ExecSyncRequest(container_id=c, cmd=["sh", "-c", a.exec], timeout=10), timeout=T)
+            for line in (r.stdout + r.stderr).decode(errors="replace").splitlines():
+                print(f"exec| {line}")
+            print(f"exec rc {r.exit_code}", flush=True)
         print(f"container {c} {pb.ContainerState.Name(st.state)}", flush=True)
         sys.stdin.readline()
         rt.StopContainer(pb.StopContainerRequest(container_id=c, timeout=1), timeout=T)

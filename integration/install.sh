@@ -11,6 +11,9 @@ set -euo pipefail
 pkgs=(podman conmon catatonit buildah containerd docker.io netavark uidmap passwd
       iproute2 util-linux busybox-static jq bsdutils python3-grpcio python3-grpc-tools
       runc crun)
+# The CNI plugins (/usr/lib/cni) of deploy-check.sh's CRI pods on a pod
+# network (it also installs them itself, apt-get only when missing).
+pkgs+=(containernetworking-plugins)
 # Extra tools of the harness and bench/lifecycle.py (GNU time for peak RSS).
 pkgs+=(hyperfine time python3)
 

@@ -646,16 +646,14 @@ fn random_user_draws_in_range_and_extends_the_image_passwd() {
 /// A container of a Kubernetes pod as containerd's CRI plugin sends it on
 /// a production host (the pod's ipc, uts and network namespaces joined by
 /// path, its hostname, hosts, resolv.conf and /dev/shm bound from
-/// containerd's sandbox directories): `build-network` lets it run;
-/// `build` refuses it for the pod network's eth0 alone.
-#[test]
-fn a_kubernetes_pod_container_runs_under_build_network_only() {
+/// containerd's sandbox directories), the network namespace at `netns`.
+fn cri_pod_container(netns: &str) -> oci_spec::runtime::Spec {
     let sandbox = "io.containerd.grpc.v1.cri/sandboxes/0123abcd";
     let bind = |dest: &str, src: String| {
         serde_json::json!({"destination": dest, "type": "bind", "source": src,
                            "options": ["rbind", "rprivate", "rw"]})
     };
-    let spec = engine_like(serde_json::json!({
+    engine_like(serde_json::json!({
         "mounts": [
             {"destination": "/proc", "type": "proc", "source": "proc"},
             bind("/etc/hostname", format!("/var/lib/containerd/{sandbox}/hostname")),
@@ -666,8 +664,15 @@ fn a_kubernetes_pod_container_runs_under_build_network_only() {
         ],
         "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"},
             {"type": "ipc", "path": "/proc/42/ns/ipc"}, {"type": "uts", "path": "/proc/42/ns/uts"},
-            {"type": "network", "path": "/var/run/netns/podnet"}]}
-    }));
+            {"type": "network", "path": netns}]}
+    }))
+}
+
+/// On a cluster's pod network (eth0): `build-network` lets the pod's
+/// container run; `build` refuses it for the pod network's eth0 alone.
+#[test]
+fn a_kubernetes_pod_container_runs_under_build_network_only() {
+    let spec = cri_pod_container("/var/run/netns/podnet");
     let net = load(
         &Selection {
             name: "build-network".into(),
@@ -682,4 +687,13 @@ fn a_kubernetes_pod_container_runs_under_build_network_only() {
     let v = run_check(&build(), &spec, true);
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].contains("eth0"), "{v:?}");
+}
+
+/// On the loopback-only network of the buildcell-build handler
+/// (deploy/cni): `build` lets the pod's container run, binds and all.
+#[test]
+fn a_kubernetes_pod_container_on_a_loopback_only_network_runs_under_build() {
+    let spec = cri_pod_container("/var/run/netns/cni-lo");
+    let v = run_check(&build(), &spec, true);
+    assert!(v.is_empty(), "{v:?}");
 }
