@@ -3,7 +3,7 @@
 # run; writes bench/RESULTS.md (the exact commands, the tables, the ratios
 # against the targets of issue 7) and bench/lifecycle.png.
 #
-#   sudo bench/run.sh            # the default sizes (about 15 minutes here)
+#   sudo bench/run.sh            # the default sizes (about 12 minutes here)
 #   sudo bench/run.sh --quick    # smaller rounds (about 5 minutes), same tables
 #   sudo bench/run.sh --full     # the load part at full scale (50 steps at once,
 #                                # 2,000 create/start/delete cycles by 50 workers)
@@ -55,7 +55,7 @@ mkdir -p "$OUT"
 if [ $quick = 1 ]; then
   LC="--rounds 3 --runs 10"; EX="--rounds 2 --runs 1"; RS="--reps 3"; PHS="--reps 10"; BD="--rounds 1"
 else
-  LC="--rounds 10 --runs 20"; EX="--rounds 5 --runs 3"; RS="--reps 5"; PHS="--reps 30"; BD="--rounds 3"
+  LC="--rounds 10 --runs 20"; EX="--rounds 3 --runs 2"; RS="--reps 5"; PHS="--reps 30"; BD="--rounds 3"
 fi
 LD=""; [ $full = 1 ] && LD="--full"
 
