@@ -69,13 +69,31 @@ try:
     print("| buildcell / crun | " + " | ".join(
         f"{statistics.median(ms['buildcell'][ph]) / statistics.median(ms['crun'][ph]):.2f}" for ph in PH) + " |")
 
-    # buildcell's own timeline of a create
+    # buildcell's own timeline of a create: each step's time since the one
+    # before it, median over --reps `--debug create`s (the last one shown
+    # whole). The parent and the container's init log to the same stderr.
     r = prefix + [bc, "--debug", "--root", f"{d}/state/buildcell"]
-    # output to a file: the created init keeps the runtime's stdio open
-    reaper.call(r + ["create", "--bundle", bundle, "dbg"], out=f"{d}/state/debug")
-    reaper.call(prefix + [bc, "--root", f"{d}/state/buildcell", "delete", "--force", "dbg"])
-    print("\n`buildcell --debug create` (one run; milliseconds since its create began):\n```")
-    print("\n".join(l.replace("buildcell: ", "") for l in open(f"{d}/state/debug").read().splitlines() if "ms]" in l))
+    steps, lines = {}, []
+    for i in range(a.reps):
+        # output to a file: the created init keeps the runtime's stdio open
+        reaper.call(r + ["create", "--bundle", bundle, f"dbg{i}"], out=f"{d}/state/debug")
+        reaper.call(prefix + [bc, "--root", f"{d}/state/buildcell", "delete", "--force", f"dbg{i}"])
+        lines = [l.replace("buildcell: ", "") for l in open(f"{d}/state/debug").read().splitlines() if "ms]" in l]
+        prev = 0.0
+        for l in lines:
+            m = re.match(r"\[\s*([\d.]+) ms\] (.*)", l)
+            if not m:
+                continue
+            what = re.sub(r"host pid \d+|\d{6,}|added: .*", "", m.group(2)).strip()
+            steps.setdefault(what, []).append(float(m.group(1)) - prev)
+            prev = float(m.group(1))
+    print(f"\n`buildcell --debug create`: each step's time since the step before (median of {a.reps} creates, ms)")
+    print("| step (as logged) | median ms | max ms |")
+    print("|---|---:|---:|")
+    for what, v in steps.items():
+        print(f"| {what} | {statistics.median(v):.2f} | {max(v):.2f} |")
+    print("\nThe last of them, whole (milliseconds since its create began):\n```")
+    print("\n".join(lines))
     print("```")
 
     # system calls of each subcommand's own process
