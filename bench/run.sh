@@ -11,17 +11,20 @@
 # Environment: BUILDCELL (default target/release/buildcell, built if missing),
 # OUT (keep the raw outputs there; default a new /var/tmp/buildcell-bench-XXXXXX),
 # RESULTS (default bench/RESULTS.md), PLOT (default bench/lifecycle.png).
+# --report-only with OUT of an earlier run: measure nothing, only write
+# RESULTS.md and the plot again from its outputs (after editing bench/NOTES.md).
 # The parts: lifecycle.py (1), phases.py (where the lifecycle time goes),
 # exec_oci.py (2), rss.py (3), build.py (4, buildah under /work/engine.lock),
 # load.py (the load part). Each prints its own table; see each file's header.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
-quick=0 full=0
+quick=0 full=0 report_only=0
 for arg in "$@"; do
   case $arg in
     --quick) quick=1 ;;
     --full) full=1 ;;
+    --report-only) report_only=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
@@ -75,6 +78,10 @@ part() {  # NAME COMMAND...: run one part, its stdout to $OUT/NAME.md
   echo "    $name: $((SECONDS - t0)) s" >&2
 }
 B="--buildcell $BC"
+if [ $report_only = 1 ]; then
+  [ -f "$OUT/cmds" ] || { echo "bench/run.sh: --report-only needs OUT of an earlier run" >&2; exit 2; }
+  mapfile -t cmds <"$OUT/cmds"; read -r t_start load_before load_after quick full <"$OUT/meta"
+else
 part lifecycle "$PY" "$HERE/lifecycle.py" $LC --buildcell "$BC" --json "$OUT/lifecycle.json"
 part phases "$PY" "$HERE/phases.py" $PHS $B
 part exec "$PY" "$HERE/exec_oci.py" $EX $B --json "$OUT/exec.json"
@@ -82,6 +89,9 @@ part rss "$PY" "$HERE/rss.py" $RS $B --json "$OUT/rss.json"
 part build "$PY" "$HERE/build.py" $BD $B --json "$OUT/build.json"
 part load "$PY" "$HERE/load.py" $LD $B --json "$OUT/load.json"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+printf '%s\n' "${cmds[@]}" >"$OUT/cmds"
+echo "$t_start ${load_before// /,} ${load_after// /,} $quick $full" >"$OUT/meta"
+fi
 [ -s "$OUT/lifecycle.json" ] && "$PY" "$HERE/plot.py" "$OUT/lifecycle.json" "$PLOT" >&2
 
 # The targets of issue 7, judged from the JSON of this run.
@@ -125,7 +135,7 @@ EOF
   echo "kernel $(uname -r), $(nproc) CPUs, cgroup v1 hybrid host)."
   echo
   echo "**Taken under load**: this VM's 2 CPUs are shared with other engineers' compiles and test runs"
-  echo "(load average $load_before at the start, $load_after at the end). Absolute times are noisy;"
+  echo "(load average ${load_before//,/ } at the start, ${load_after//,/ } at the end). Absolute times are noisy;"
   echo "the ratios are what to read: every table compares runtimes measured in the same rounds,"
   echo "interleaved, and reports medians. crun 1.8 needs a private mount namespace without"
   echo "/sys/fs/cgroup/unified on this hybrid host: parts 1-3 and the load run every runtime in one"
