@@ -43,8 +43,8 @@ fn sizes() -> Sizes {
     if std::env::var("BUILDCELL_LONG").is_ok_and(|v| v == "1") {
         Sizes {
             at_once: 50,
-            execs: 10,
-            loop_execs: 500,
+            execs: 5,
+            loop_execs: 200,
             cycles: 2000,
             workers: 10,
         }
