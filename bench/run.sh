@@ -3,7 +3,7 @@
 # run; writes bench/RESULTS.md (the exact commands, the tables, the ratios
 # against the targets of issue 7) and bench/lifecycle.png.
 #
-#   sudo bench/run.sh            # the default sizes (about 12 minutes here)
+#   sudo bench/run.sh            # the default sizes (about 10 minutes here, plus any wait for /work/engine.lock)
 #   sudo bench/run.sh --quick    # smaller rounds (about 5 minutes), same tables
 #   sudo bench/run.sh --full     # the load part at full scale (50 steps at once,
 #                                # 2,000 create/start/delete cycles by 50 workers)
