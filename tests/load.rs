@@ -101,15 +101,51 @@ fn cgroups_named(needle: &str) -> Vec<PathBuf> {
     found
 }
 
-/// The `buildcell-step-PID` cgroup directories of steps that are gone.
-fn dead_step_cgroups() -> BTreeSet<PathBuf> {
+/// This process's own cgroup directories, one per hierarchy it sees.
+fn own_cgroup_dirs() -> BTreeSet<PathBuf> {
+    // "ID:CONTROLLERS:PATH" lines; cgroup2 has ID 0 and no controllers.
+    let own: Vec<(Vec<String>, String)> = fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+            Some((ctl.split(',').map(String::from).collect(), path.to_string()))
+        })
+        .collect();
+    let mut dirs = BTreeSet::new();
+    for l in fs::read_to_string("/proc/self/mountinfo").unwrap().lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let Some(sep) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
+        let (fstype, opts) = (f[sep + 1], f.get(sep + 3).copied().unwrap_or(""));
+        let opts: Vec<&str> = opts.split(',').collect();
+        let path = own.iter().find(|(ctl, _)| match fstype {
+            "cgroup2" => ctl.iter().all(|c| c.is_empty()),
+            "cgroup" => ctl
+                .iter()
+                .any(|c| !c.is_empty() && opts.contains(&c.as_str())),
+            _ => false,
+        });
+        if let Some((_, path)) = path {
+            dirs.insert(PathBuf::from(format!(
+                "{}{}",
+                f[4],
+                path.trim_end_matches('/')
+            )));
+        }
+    }
+    dirs
+}
+
+/// The `buildcell-step-PID` cgroup directories under this process's own
+/// cgroups (where the steps it runs make theirs).
+fn own_step_cgroups() -> BTreeSet<PathBuf> {
+    let own = own_cgroup_dirs();
     cgroups_named("buildcell-step-")
         .into_iter()
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let pid = name["buildcell-step-".len()..].parse::<u32>().unwrap_or(0);
-            pid != 0 && !Path::new(&format!("/proc/{pid}")).exists()
-        })
+        .filter(|p| p.parent().is_some_and(|d| own.contains(d)))
         .collect()
 }
 
@@ -363,7 +399,11 @@ fn load_leaves_nothing_behind() {
             if m == Mode::Root { "r" } else { "u" }
         );
         let mounts0 = host_mount_points();
-        let steps0 = dead_step_cgroups();
+        if is_root() {
+            // The step cgroup check below must see this process's cgroups.
+            assert!(!own_cgroup_dirs().is_empty(), "own cgroups not found");
+        }
+        let steps0 = own_step_cgroups();
         let mem0 = mem_available_kib();
 
         containers_and_execs(m, &tag, &s);
@@ -380,10 +420,19 @@ fn load_leaves_nothing_behind() {
         );
         let cg = cgroups_named(&tag);
         assert!(cg.is_empty(), "cgroups left: {cg:?}");
-        // `step` makes buildcell-step-PID under its caller's cgroup; other
-        // users of this host leave theirs (a SIGKILLed step cannot remove
-        // its own): only those that appeared during this run count.
-        let step_cg: Vec<_> = dead_step_cgroups().difference(&steps0).cloned().collect();
+        // `step` makes buildcell-step-PID under its caller's cgroup (other
+        // users of this host leave theirs under their own: a SIGKILLed step
+        // cannot remove its own): none of those made during this run may
+        // be left once its step is gone.
+        let step_cg: Vec<_> = own_step_cgroups()
+            .difference(&steps0)
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                let pid = name["buildcell-step-".len()..].parse::<u32>().unwrap_or(0);
+                !Path::new(&format!("/proc/{pid}")).exists()
+            })
+            .cloned()
+            .collect();
         assert!(
             step_cg.is_empty(),
             "step cgroups of dead steps left: {step_cg:?}"
