@@ -55,6 +55,7 @@ p.add_argument("--buildcell", default=os.path.join(os.path.dirname(os.path.abspa
 p.add_argument("--runc", default="/usr/sbin/runc")
 p.add_argument("--crun", default="/usr/bin/crun")
 p.add_argument("--host-cgroups", action="store_true", help="do not unmount the cgroup2 part of the hybrid hierarchy")
+p.add_argument("--json", help="also write every run's wall time (seconds) and the table's numbers to this JSON file (bench/plot.py)")
 p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
 a = p.parse_args()
 
@@ -148,6 +149,13 @@ def make_bundle(mode):
     cfg = json.load(open(cfg_path))
     cfg["process"]["args"] = ["/bin/true"]
     cfg["process"]["terminal"] = False
+    # `runc spec --rootless` shares the host's network; buildcell's build
+    # profile refuses that (network = loopback). Every runtime gets the
+    # same config: a network namespace of its own (an unprivileged user
+    # may make one inside its user namespace).
+    nss = cfg["linux"]["namespaces"]
+    if not any(n["type"] == "network" for n in nss):
+        nss.append({"type": "network"})
     json.dump(cfg, open(cfg_path, "w"), indent=1)
     if mode == "rootless":
         os.chown(cfg_path, user.pw_uid, user.pw_gid)
@@ -217,6 +225,7 @@ def peak_rss(rt, form, d, bundle, prefix):
 
 
 results = []
+dump = []
 for mode in modes:
     d, bundle, xdg = make_bundle(mode)
     prefix = as_user_prefix(xdg) if mode == "rootless" else []
@@ -226,6 +235,7 @@ for mode in modes:
             err = probe(rt, form, d, bundle, prefix)
             (missing.__setitem__(name, err) if err else avail.__setitem__(name, rt))
         ref = "crun" if "crun" in avail else ("runc" if "runc" in avail else None)
+        times = {n: [] for n in avail}
         means = {n: [] for n in avail}
         ratios = {n: [] for n in avail}
         names = list(avail)
@@ -240,9 +250,13 @@ for mode in modes:
             base = res[names.index(ref)]["mean"]
             for n, rr in zip(names, res):
                 means[n].append(rr["mean"])
+                times[n].extend(rr["times"])
                 ratios[n].append(rr["mean"] / base)
         rss = {n: peak_rss(avail[n], form, d, bundle, prefix) for n in avail}
         results.append((mode, form, ref, names, means, ratios, rss, missing))
+        dump.append({"mode": mode, "form": form, "ref": ref, "missing": missing, "rss_kib": rss,
+                     "times": times, "median_mean": {n: statistics.median(v) for n, v in means.items() if v},
+                     "ratio": {n: statistics.median(v) for n, v in ratios.items() if v}})
 
 ns = "host cgroup view (cgroup2 'unified' mounted)" if a.host_cgroups else \
      "all runtimes in one private mount namespace without /sys/fs/cgroup/unified"
@@ -258,3 +272,6 @@ for mode, form, ref, names, means, ratios, rss, missing in results:
         rcol = f"{statistics.median(ratios[n]):.2f}" + ("" if ref == "crun" else f" (to {ref})")
         mem = f"{rss[n]:.0f}"
         print(f"| {who} | {form} | {n} | {statistics.median(means[n]) * 1000:.2f} | {rcol} | {mem} |")
+if a.json:
+    with open(a.json, "w") as f:
+        json.dump({"rounds": a.rounds, "runs": a.runs, "results": dump}, f)
