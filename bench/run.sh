@@ -3,7 +3,7 @@
 # run; writes bench/RESULTS.md (the exact commands, the tables, the ratios
 # against the targets of issue 7) and bench/lifecycle.png.
 #
-#   sudo bench/run.sh            # the default sizes (about 10 minutes here, plus any wait for /work/engine.lock)
+#   sudo bench/run.sh            # the default sizes (about 10 minutes here, plus any wait for the engine lock, $BUILDCELL_ENGINE_LOCK or /run/lock/buildcell-engines.lock)
 #   sudo bench/run.sh --quick    # smaller rounds (about 5 minutes), same tables
 #   sudo bench/run.sh --full     # the load part at full scale (50 steps at once,
 #                                # 2,000 create/start/delete cycles by 50 workers)
@@ -14,7 +14,7 @@
 # --report-only with OUT of an earlier run: measure nothing, only write
 # RESULTS.md and the plot again from its outputs (after editing bench/NOTES.md).
 # The parts: lifecycle.py (1), phases.py (where the lifecycle time goes),
-# exec_oci.py (2), rss.py (3), build.py (4, buildah under /work/engine.lock),
+# exec_oci.py (2), rss.py (3), build.py (4, buildah under the engine lock),
 # load.py (the load part). Each prints its own table; see each file's header.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
