@@ -64,27 +64,7 @@ fn fault_bundle(v: Variant, name: &str) -> PathBuf {
 /// An overlayfs over the probe rootfs at `DIR/NAME-ovl/merged`, mounted
 /// as containers/storage does (volatile); [`every_point`] unmounts it.
 fn overlay_rootfs(name: &str) -> PathBuf {
-    let d = harness().dir.join(format!("{name}-ovl"));
-    for sub in ["diff", "work", "merged"] {
-        fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    let merged = d.join("merged");
-    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={},volatile",
-        probe_rootfs().display(),
-        d.join("diff").display(),
-        d.join("work").display()
-    );
-    nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .unwrap();
-    merged
+    mount_overlay(&harness().dir.join(format!("{name}-ovl")), &probe_rootfs())
 }
 
 /// buildcell's own overlay work directories (`buildcell-UID-GID`) in the
@@ -436,17 +416,7 @@ fn bc(
     }
     all.extend(args.iter().map(|a| a.to_string()));
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let status = command(m, cwd, &all, env)
-        .stdin(std::process::Stdio::null())
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
-        .status()
-        .expect("start buildcell");
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: fs::read_to_string(&out).unwrap(),
-        stderr: fs::read_to_string(&err).unwrap(),
-    }
+    captured(command(m, cwd, &all, env), &out, &err)
 }
 
 /// A mount point, unmounted on drop.

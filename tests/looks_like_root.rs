@@ -464,24 +464,7 @@ fn an_overlay_rootfs_is_made_again_on_idmapped_layers() {
     let lower = rootfs("overlay");
     fs::write(lower.join("etc/from-image"), "image\n").unwrap();
     let d = workdir(Mode::Root, "llr-overlay-layers");
-    for sub in ["diff", "work", "merged"] {
-        fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    let merged = d.join("merged");
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={},volatile",
-        lower.display(),
-        d.join("diff").display(),
-        d.join("work").display()
-    );
-    nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .unwrap();
+    let merged = mount_overlay(&d, &lower);
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {

@@ -539,17 +539,49 @@ pub fn rt_env(
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let out = bundle.join(format!(".p-{n}-stdout"));
     let err = bundle.join(format!(".p-{n}-stderr"));
-    let status = command(mode, bundle, &all, env)
+    captured(command(mode, bundle, &all, env), &out, &err)
+}
+
+/// Run `c` with no stdin and its output in the files `out` and `err`
+/// (kept for a failing test's reader), then read back.
+pub fn captured(mut c: Command, out: &Path, err: &Path) -> Run {
+    let status = c
         .stdin(std::process::Stdio::null())
-        .stdout(fs::File::create(&out).unwrap())
-        .stderr(fs::File::create(&err).unwrap())
+        .stdout(fs::File::create(out).unwrap())
+        .stderr(fs::File::create(err).unwrap())
         .status()
         .expect("start buildcell");
     Run {
         code: status.code().unwrap_or(-1),
-        stdout: fs::read_to_string(&out).unwrap(),
-        stderr: fs::read_to_string(&err).unwrap(),
+        stdout: fs::read_to_string(out).unwrap(),
+        stderr: fs::read_to_string(err).unwrap(),
     }
+}
+
+/// A volatile overlayfs over `lower` at `DIR/merged`, with `DIR/diff` as
+/// its upper and `DIR/work` as its work directory, as containers/storage
+/// mounts an image (an old mount there is detached first).
+pub fn mount_overlay(dir: &Path, lower: &Path) -> PathBuf {
+    for sub in ["diff", "work", "merged"] {
+        fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let merged = dir.join("merged");
+    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},volatile",
+        lower.display(),
+        dir.join("diff").display(),
+        dir.join("work").display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .unwrap();
+    merged
 }
 
 /// A bundle from `buildcell spec` with a user namespace of its own also as
