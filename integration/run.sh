@@ -111,47 +111,78 @@ run_recipes() {
 }
 
 checks=(python3 "$HERE/checks.py")
-args=(--recipes "$RECIPES" --results "$OUT/$rt_name" --label "$rt_name" --expected "$EXPECTED_DIR")
 if [ "$baseline" = 1 ]; then
   [ -x /usr/sbin/runc ] || die "--baseline needs /usr/sbin/runc (apt-get install runc)"
   run_recipes runc-baseline "$(stage /usr/sbin/runc baseline)"
-  args+=(--baseline-results "$OUT/runc-baseline" --baseline-label "runc")
 fi
-# buildcell runs the recipes as buildcell-engine-compat: called by that
-# name it applies the engine-compat profile (profiles/engine-compat.toml,
-# README "Engines under policy"), as a RuntimeClass handler per profile
-# would. A copy under that name, not the symlink deploy/install.sh makes:
-# the recipes resolve the runtime with readlink -f and run it (and
-# BuildKit's runc shim) by the resolved name, which would be "buildcell"
-# and select the default profile. deploy/ itself is checked by
-# integration/deploy-check.sh. The default profile, build, refuses what several checks ask for
-# (--network host, --privileged, host binds); integration/policy-check.sh
-# shows each engine reporting those refusals.
+# buildcell runs every recipe twice (PASSES, default "build engine-compat"):
+#
+#  - build: called as buildcell-build-recipes, the shipped `build` profile
+#    plus binds from /tmp (integration/profiles/build-recipes.toml: the
+#    recipes keep their engines' state under /tmp/recipe-*, where a build
+#    host has /var/lib/containers & co., which build allows). The checks
+#    that need more than build (host network, --privileged, ...) are listed
+#    with the reason in integration/expected-build/<recipe>.txt, strictly:
+#    a listed check that passes, or an unlisted one that fails, fails the run.
+#  - engine-compat: called as buildcell-engine-compat (the profile a
+#    RuntimeClass handler per profile would select by name): every check
+#    must pass, those of the build lists included. A copy under that name,
+#    not the symlink deploy/install.sh makes: the recipes resolve the
+#    runtime with readlink -f and run it (and BuildKit's runc shim) by the
+#    resolved name. deploy/ itself is checked by integration/deploy-check.sh;
+#    integration/policy-engines.sh shows each engine reporting build's refusals.
 declare -A RUNTIME_OF=()
+results=()
 if [ "$rt_name" = buildcell ]; then
-  under_test=$(stage "$rt_path" under-test buildcell-engine-compat)
-  # Rootless podman runs the runtime with a private HOME inside the
-  # recipe's temporary directory, deleted at its end with the audit logs
-  # in it: for that recipe a wrapper of the same name points
-  # XDG_STATE_HOME at a directory of this run, so its containers' logs
-  # can be checked like the root engines' (audit-check.sh below).
-  ROOTLESS_STATE=$OUT/rootless-state
-  install -d -m 700 -o "$ROOTLESS_USER" -g "$ROOTLESS_USER" "$ROOTLESS_STATE"
-  mkdir -p "$OUT/bin/rootless"; chmod 755 "$OUT/bin/rootless"
-  printf '#!/bin/sh\nXDG_STATE_HOME=%s; export XDG_STATE_HOME\nexec %s "$@"\n' \
-    "$ROOTLESS_STATE" "$under_test" >"$OUT/bin/rootless/buildcell-engine-compat"
-  chmod 755 "$OUT/bin/rootless/buildcell-engine-compat"
-  RUNTIME_OF[podman-rootless]=$OUT/bin/rootless/buildcell-engine-compat
-  run_recipes "$rt_name" "$under_test"
+  for pass in ${PASSES:-build engine-compat}; do
+    case $pass in
+      build)
+        # A config of this run naming the test profile's directory, readable
+        # by the rootless user; a wrapper (a file of its own: readlink -f
+        # stops there) sets it and runs the binary under the profile's name.
+        mkdir -p "$OUT/etc/profiles"; chmod 755 "$OUT/etc" "$OUT/etc/profiles"
+        cp "$HERE/profiles/build-recipes.toml" "$OUT/etc/profiles/"
+        printf 'default_profile = "build"\nprofile_dirs = ["%s"]\n' "$OUT/etc/profiles" >"$OUT/etc/config.toml"
+        chmod 644 "$OUT/etc/config.toml" "$OUT/etc/profiles/build-recipes.toml"
+        bin=$(stage "$rt_path" build buildcell-build-recipes)
+        printf '#!/bin/sh\nBUILDCELL_CONFIG=%s; export BUILDCELL_CONFIG\nexec %s "$@"\n' \
+          "$OUT/etc/config.toml" "$bin" >"$OUT/bin/build/run-build-recipes"
+        chmod 755 "$OUT/bin/build/run-build-recipes"
+        RUNTIME_OF=()
+        run_recipes "$rt_name-build" "$OUT/bin/build/run-build-recipes"
+        results+=("$OUT/$rt_name-build|$rt_name under build|${EXPECTED_BUILD_DIR:-$HERE/expected-build}")
+        ;;
+      engine-compat)
+        under_test=$(stage "$rt_path" under-test buildcell-engine-compat)
+        # Rootless podman runs the runtime with a private HOME inside the
+        # recipe's temporary directory, deleted at its end with the audit logs
+        # in it: for that recipe a wrapper of the same name points
+        # XDG_STATE_HOME at a directory of this run, so its containers' logs
+        # can be checked like the root engines' (audit-check.sh below).
+        ROOTLESS_STATE=$OUT/rootless-state
+        install -d -m 700 -o "$ROOTLESS_USER" -g "$ROOTLESS_USER" "$ROOTLESS_STATE"
+        mkdir -p "$OUT/bin/rootless"; chmod 755 "$OUT/bin/rootless"
+        printf '#!/bin/sh\nXDG_STATE_HOME=%s; export XDG_STATE_HOME\nexec %s "$@"\n' \
+          "$ROOTLESS_STATE" "$under_test" >"$OUT/bin/rootless/buildcell-engine-compat"
+        chmod 755 "$OUT/bin/rootless/buildcell-engine-compat"
+        RUNTIME_OF=([podman-rootless]=$OUT/bin/rootless/buildcell-engine-compat)
+        run_recipes "$rt_name" "$under_test"
+        results+=("$OUT/$rt_name|$rt_name under engine-compat|$EXPECTED_DIR")
+        compat_ran=1
+        ;;
+      *) die "unknown pass $pass in PASSES (build, engine-compat)" ;;
+    esac
+  done
 else
   run_recipes "$rt_name" "$(stage "$rt_path" under-test)"
+  results+=("$OUT/$rt_name|$rt_name|$EXPECTED_DIR")
 fi
 
 # buildcell's own promise on top of the recipes' checks: every container
 # an engine ran (as root, and rootless podman's) left an audit log that
 # verifies and holds what ran.
 audit_status=0
-if [ "$rt_name" = buildcell ]; then
+if [ "$rt_name" = buildcell ] && [ -n "${compat_ran:-}" ]; then
   echo "==> audit logs of the engines' containers" >&2
   for r in $RECIPES; do
     logdir=/var/log/buildcell
@@ -168,7 +199,7 @@ fi
 # its containers' host uids, volume files and a setuid-root binary checked
 # from outside (integration/userns-check.sh).
 userns_status=0
-if [ "$rt_name" = buildcell ]; then
+if [ "$rt_name" = buildcell ] && [ -n "${compat_ran:-}" ]; then
   echo "==> looks-like-root: the root engines' containers seen from the host" >&2
   upass=0 ufail=0
   # As the recipes: called as buildcell-engine-compat (volumes under
@@ -184,11 +215,16 @@ if [ "$rt_name" = buildcell ]; then
   echo "looks-like-root: $upass passed, $ufail failed" >&2
 fi
 
-if [ "$write" = 1 ]; then
-  "${checks[@]}" write-expected --results "$OUT/$rt_name" --recipes "$RECIPES" --expected "$EXPECTED_DIR" --reason "$reason"
-fi
-"${checks[@]}" report "${args[@]}"
-status=$?
+status=0
+for res in "${results[@]}"; do
+  IFS='|' read -r rdir rlabel rexp <<<"$res"
+  if [ "$write" = 1 ]; then
+    "${checks[@]}" write-expected --results "$rdir" --recipes "$RECIPES" --expected "$rexp" --reason "$reason"
+  fi
+  args=(--recipes "$RECIPES" --results "$rdir" --label "$rlabel" --expected "$rexp")
+  [ "$baseline" = 0 ] || args+=(--baseline-results "$OUT/runc-baseline" --baseline-label "runc")
+  "${checks[@]}" report "${args[@]}" || status=1
+done
 [ "$audit_status" = 0 ] || { echo "audit checks FAILED" >&2; status=1; }
 [ "$userns_status" = 0 ] || { echo "looks-like-root checks FAILED" >&2; status=1; }
 echo "logs: $OUT" >&2
