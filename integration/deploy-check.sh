@@ -213,10 +213,11 @@ on_exit "CONTAINERS_CONF=$CONTAINERS_CONF ${B[*]} rm -a"
 mkdir -p "$WORK/ctx"
 printf 'FROM oci-archive:%s\nRUN echo deploy-step-1 > /s1\nRUN cat /s1 && id -u\n' "$WORK/image.tar" >"$WORK/ctx/Containerfile"
 mark=$WORK/mark-buildah; touch "$mark"; sleep 0.01
-# buildah 1.28 makes the RUN steps' bundles in TMPDIR only (the conf's
-# image_copy_tmp_dir from 1.29): deploy/containers/buildcell.conf says so.
-check "buildah bud (no --runtime, TMPDIR per the conf): the RUN steps run" "deploy-step-1" \
-  env TMPDIR=/var/lib/containers/tmp "${B[@]}" bud --isolation oci --network none -t localhost/deploy-built:lab "$WORK/ctx"
+# TMPDIR unset, as on a build host: buildah 1.28 binds each RUN step's
+# hosts, resolv.conf, hostname and .containerenv from /var/tmp/buildahNNN,
+# which build allows (mounts.bind_read_write "/var/tmp/buildah*").
+check "buildah bud (no --runtime, no TMPDIR): the RUN steps run" "deploy-step-1" \
+  env -u TMPDIR "${B[@]}" bud --isolation oci --network none -t localhost/deploy-built:lab "$WORK/ctx"
 mapfile -t L < <(find $LOGDIR -maxdepth 1 -name 'buildah-*.log' -newer "$mark")
 check_logs "  ...one log per RUN step (2): profile build, verify" build "$CONF" 2 "${L[@]}"
 section_end buildah

@@ -173,7 +173,7 @@ pub fn check(p: &Profile, spec: &Spec, ctx: &Context) -> Vec<String> {
     let under = |list: &[PathBuf], path: &Path| {
         list.iter()
             .filter_map(|p| expand(p))
-            .any(|a| path.starts_with(&a))
+            .any(|a| path_under(&a, path))
     };
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let opts = m.options().clone().unwrap_or_default();
@@ -700,4 +700,20 @@ pub fn random_seed() -> u64 {
         f.read_exact(&mut b)
     });
     u64::from_ne_bytes(b)
+}
+
+/// `path` is `allowed` or beneath it. A component of `allowed` may hold `*`,
+/// any run of characters within that one component: `/var/tmp/buildah*`
+/// allows `/var/tmp/buildah2790/hosts` but not `/var/tmp/x/buildah1`.
+pub(crate) fn path_under(allowed: &Path, path: &Path) -> bool {
+    let mut have = path.components();
+    allowed.components().all(|want| {
+        let Some(got) = have.next() else {
+            return false;
+        };
+        match (want.as_os_str().to_str(), got.as_os_str().to_str()) {
+            (Some(w), Some(g)) if w.contains('*') => super::profile::glob_match(w, g),
+            _ => want == got,
+        }
+    })
 }

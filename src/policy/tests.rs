@@ -233,6 +233,35 @@ fn glob() {
     assert!(g("*PASSWORD*", "DB_PASSWORD_FILE"));
 }
 
+#[test]
+fn a_star_in_an_allowed_path_matches_within_one_component() {
+    use check::path_under as u;
+    let p = Path::new;
+    assert!(u(p("/var/tmp/buildah*"), p("/var/tmp/buildah2790/hosts")));
+    assert!(u(p("/var/tmp/buildah*"), p("/var/tmp/buildah2790")));
+    assert!(!u(p("/var/tmp/buildah*"), p("/var/tmp/x/buildah1")));
+    assert!(!u(p("/var/tmp/buildah*"), p("/var/tmp")));
+    assert!(!u(p("/var/tmp/buildah*"), p("/var/tmp/other/hosts")));
+    assert!(u(p("/var/lib/containers"), p("/var/lib/containers/x")));
+    assert!(!u(p("/var/lib/containers"), p("/var/lib/containersx")));
+}
+
+#[test]
+fn build_allows_buildahs_default_run_directory_and_nothing_else_of_var_tmp() {
+    // buildah (TMPDIR unset) binds each RUN step's hosts, resolv.conf,
+    // hostname and .containerenv from /var/tmp/buildahNNN.
+    let bind = |src: &str| {
+        engine_like(serde_json::json!({"mounts": [
+            {"destination": "/etc/hosts", "type": "bind", "source": src, "options": ["rbind", "rw"]}
+        ]}))
+    };
+    let v = run_check(&build(), &bind("/var/tmp/buildah3944045331/hosts"), true);
+    assert!(v.is_empty(), "{v:?}");
+    let v = run_check(&build(), &bind("/var/tmp/secrets/hosts"), true);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("/var/tmp/buildah*"), "{v:?}");
+}
+
 fn spec_of(v: serde_json::Value) -> oci_spec::runtime::Spec {
     serde_json::from_value(v).unwrap()
 }
