@@ -6,6 +6,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 
 use common::*;
 
@@ -401,6 +402,75 @@ fn i386_exec_is_killed_by_the_profile_or_recorded() {
         assert_eq!(r.code, 0, "{r:?}");
         assert_eq!(r.stdout, "hello-i386\n");
         assert_eq!(ran(&execs(&log), &["/bin/echo", "hello-i386"]), 1);
+    });
+}
+
+#[test]
+fn a_32_bit_program_is_recorded_from_its_own_initial_stack() {
+    // The record of a program that runs is read from its initial stack at
+    // the exec stop; a 32-bit program's holds 4-byte pointers.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/echo32.c");
+    each_mode(|m| {
+        let d = workdir(m, "audit-32bit");
+        let bin = d.join("echo32");
+        let cc = Command::new("cc")
+            .args([
+                "-m32",
+                "-nostdlib",
+                "-static",
+                "-no-pie",
+                "-fno-pie",
+                "-O1",
+                "-o",
+            ])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .expect("cc (gcc) runs");
+        assert!(cc.status.success(), "cc -m32: {cc:?}");
+        chown_to(m, &bin);
+        // Without a profile filter (the default one kills i386 syscalls).
+        let allow = d.join("allow.json");
+        fs::write(&allow, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+        chown_to(m, &allow);
+        let log = log_path(m, "32bit");
+        let prog = bin.display().to_string();
+        let r = run(
+            m,
+            &d,
+            &[
+                "--profile",
+                "no-seccomp",
+                "step",
+                "--seccomp",
+                "allow.json",
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--env",
+                "MARK32=on",
+                "--",
+                &prog,
+                "hello-32",
+                "two words",
+                "",
+            ],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(r.stdout, "hello-32\n");
+        let execs = execs(&log);
+        let rec: Vec<_> = execs
+            .iter()
+            .filter(|e| e.argv.first() == Some(&prog))
+            .collect();
+        assert_eq!(rec.len(), 1, "{execs:?}");
+        assert_eq!(rec[0].argv, [prog.as_str(), "hello-32", "two words", ""]);
+        assert_eq!(rec[0].result, "ok");
+        assert!(
+            rec[0].env_names.iter().any(|n| n == "MARK32"),
+            "{:?}",
+            rec[0]
+        );
+        assert!(rec[0].env_names.iter().any(|n| n == "PATH"), "{:?}", rec[0]);
     });
 }
 
