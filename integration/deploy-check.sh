@@ -350,19 +350,22 @@ CRI=(env TMPDIR="$WORK" /usr/bin/python3 "$HERE/deploy-cri.py" --sock "$SOCK" --
      --logdir "$WORK/pods" --recipes "$RECIPES_DIR/lib" --cgroup-parent "/$NS-cri")
 # What the pod's container shows of itself: who it runs as, its network devices.
 POD_CMD='id; cat /proc/net/dev'
-# _cri_run HANDLER PROFILE NETWORK: a pod through HANDLER on NETWORK (pod:
+# _cri_run HANDLER PROFILE NETWORK [OPTION...]: a pod through HANDLER on NETWORK (pod:
 # the handler's CNI network, host: hostNetwork), POD_CMD run in its
 # container; the container's state names PROFILE. The output is kept in
-# $WORK/cri-HANDLER-NETWORK.out for _cri_pod and _cri_logs.
+# $WORK/cri-HANDLER-NETWORK.out for _cri_pod and _cri_logs, the sandbox's
+# state in that file's .sandbox.
 _cri_run() {
   local h=$1 want=$2 net=$3 out=$WORK/cri-$1-$3.out c="" st line
+  shift 3   # the rest: more deploy-cri.py options
   : >"$out"
-  coproc CRIP { "${CRI[@]}" --handler "$h" --network "$net" --exec "$POD_CMD" run 2>&1; }
+  coproc CRIP { "${CRI[@]}" --handler "$h" --network "$net" "$@" --exec "$POD_CMD" run 2>&1; }
   while read -r -u "${CRIP[0]}" line; do
     echo "$line" >>"$out"; echo "$line"
     case $line in container*) c=$(awk '{print $2}' <<<"$line"); break ;; esac
   done
   st=$($BC --root /run/containerd/runc/k8s.io state "$c" 2>&1) || true
+  $BC --root /run/containerd/runc/k8s.io state "$(awk '/^sandbox /{print $2}' "$out")" >"$out.sandbox" 2>&1 || true
   echo "$st" | grep -E 'org.buildcell.policy.(profile|selected)'
   echo done >&"${CRIP[1]}"; wait "$CRIP_PID" || return 1
   grep -qF "\"org.buildcell.policy.profile\": \"$want\"" <<<"$st"
@@ -390,11 +393,18 @@ check "  ...in its container: root of its user namespace, only lo" "uid=0(root) 
   _cri_pod buildcell-build pod
 check_logs "  ...sandbox's and container's logs: profile build, verify" build "called as buildcell-build" 2 \
   $(_cri_logs buildcell-build pod)
-# strict allows no capability, and containerd gives the sandbox's (pause)
-# container the default set, which the CRI offers no way to drop.
-check "CRI pod, handler buildcell-strict (its network: loopback only): refused for the sandbox's capabilities alone" \
-  "profile strict refuses this bundle (1 violation): process.capabilities: CAP_AUDIT_WRITE" \
-  "${CRI[@]}" --handler buildcell-strict --network pod refused
+# strict allows no capability. containerd gives the sandbox's (pause)
+# container the default set, which the CRI offers no way to drop: buildcell
+# narrows a pod sandbox's capabilities to the profile's (said in its state)
+# instead of refusing it. The pod's container drops ALL itself.
+check "CRI pod, handler buildcell-strict (loopback only), container dropping ALL: runs" '"org.buildcell.policy.profile": "strict"' \
+  _cri_run buildcell-strict strict pod --drop-all-caps
+check "  ...in its container: root of its user namespace, only lo" "uid=0(root) gid=0(root); devices: lo" \
+  _cri_pod buildcell-strict pod
+check "  ...the sandbox's state: its capabilities dropped, not refused" "pod sandbox (pause)" \
+  cat "$WORK/cri-buildcell-strict-pod.out.sandbox"
+check_logs "  ...sandbox's and container's logs: profile strict, verify" strict "called as buildcell-strict" 2 \
+  $(_cri_logs buildcell-strict pod)
 # RuntimeClass buildcell-build-network: the node's network, eth0.
 check "CRI pod, handler buildcell-build-network (node's network: bridge $BR): runs" '"org.buildcell.policy.profile": "build-network"' \
   _cri_run buildcell-build-network build-network pod

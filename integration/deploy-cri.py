@@ -38,6 +38,8 @@ def main():
     ap.add_argument("--network", choices=["pod", "host"], default="pod",
                     help="pod: the CNI network (hostNetwork: false); host: hostNetwork: true")
     ap.add_argument("--exec", default="", help="run `sh -c EXEC` in the container (ExecSync) and print its output")
+    ap.add_argument("--drop-all-caps", action="store_true",
+                    help="the container's securityContext drops ALL capabilities")
     ap.add_argument("mode", choices=["run", "refused"])
     a = ap.parse_args()
 
@@ -65,8 +67,17 @@ def main():
             print(f"RunPodSandbox(handler={a.handler}) ran: pod sandbox {sb}")
             return 1
         print(f"sandbox {sb}", flush=True)
+        linux = None
+        if a.drop_all_caps:
+            # securityContext.capabilities.drop = ["ALL"]: CRI fields the
+            # shared minimal proto leaves out (LinuxContainerSecurityContext
+            # 1 = capabilities, Capability 2 = drop_capabilities), given as
+            # their wire bytes, which protobuf keeps and sends as they are.
+            sc = pb.LinuxContainerSecurityContext()
+            sc.MergeFromString(b"\x0a\x05\x12\x03ALL")
+            linux = pb.LinuxContainerConfig(security_context=sc)
         cfg = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="step"), image=pb.ImageSpec(image=a.image),
-                                 command=["sleep", "7306"], log_path="step.log")
+                                 command=["sleep", "7306"], log_path="step.log", linux=linux)
         c = rt.CreateContainer(pb.CreateContainerRequest(pod_sandbox_id=sb, config=cfg, sandbox_config=sbcfg),
                                timeout=T).container_id
         rt.StartContainer(pb.StartContainerRequest(container_id=c), timeout=T)

@@ -284,6 +284,67 @@ fn annotation_picks_only_a_selectable_profile() {
 }
 
 #[test]
+fn a_pod_sandbox_gets_its_capabilities_narrowed_other_bundles_are_refused() {
+    each_mode(|m| {
+        // containerd's pause container under strict (selected by the test
+        // config's annotation rule): the CRI's default capabilities, which
+        // the pod cannot drop. Narrowed to strict's (none), said in state.
+        let caps = json!(["CAP_CHOWN", "CAP_KILL", "CAP_NET_RAW"]);
+        let b = pbundle(
+            m,
+            "sandbox",
+            &["sh", "-c", "grep CapBnd /proc/self/status"],
+            |c| {
+                c["annotations"] = json!({"org.buildcell.profile": "strict",
+                                          "io.kubernetes.cri.container-type": "sandbox"});
+                c["process"]["capabilities"] =
+                    json!({"bounding": caps, "effective": caps, "permitted": caps});
+            },
+        );
+        let r = rt(m, &b, None, &["run", "--bundle", b.to_str().unwrap(), "s1"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(r.stdout.contains("CapBnd:\t0000000000000000"), "{r:?}");
+        let r = rt(
+            m,
+            &b,
+            None,
+            &["create", "--bundle", b.to_str().unwrap(), "s2"],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        let st = state_of(m, &b, "s2");
+        let defaults = st["annotations"]["org.buildcell.policy.defaults"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            defaults.contains("CAP_CHOWN, CAP_KILL, CAP_NET_RAW dropped")
+                && defaults.contains("pod sandbox (pause)"),
+            "{st}"
+        );
+        ok(rt(m, &b, None, &["delete", "--force", "s2"]));
+        // The same bundle as a pod's ordinary container is refused.
+        let b = pbundle(m, "podctr", &["true"], |c| {
+            c["annotations"] = json!({"org.buildcell.profile": "strict",
+                                      "io.kubernetes.cri.container-type": "container"});
+            c["process"]["capabilities"] =
+                json!({"bounding": caps, "effective": caps, "permitted": caps});
+        });
+        let r = rt(
+            m,
+            &b,
+            None,
+            &["create", "--bundle", b.to_str().unwrap(), "c1"],
+        );
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(
+            r.stderr
+                .contains("process.capabilities: CAP_CHOWN, CAP_KILL, CAP_NET_RAW not allowed"),
+            "{r:?}"
+        );
+        assert!(!b.join("state").join("c1").exists());
+    });
+}
+
+#[test]
 fn called_as_buildcell_name_uses_that_profile() {
     each_mode(|m| {
         let d = workdir(m, "argv0");

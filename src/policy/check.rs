@@ -528,9 +528,30 @@ pub fn apply_defaults(p: &Profile, spec: &mut Spec, cgroups: bool) -> Vec<String
     notes
 }
 
-/// `step`'s capabilities are buildcell's default, not the operator's
-/// request: keep only those the profile allows, and say which went.
-pub fn narrow_step_capabilities(p: &Profile, spec: &mut Spec) -> Option<String> {
+/// Annotations by which the CRI implementations mark a pod's sandbox
+/// container (the pause process): containerd's, then CRI-O's.
+const SANDBOX_ANNOTATIONS: [&str; 2] = [
+    "io.kubernetes.cri.container-type",
+    "io.kubernetes.cri-o.ContainerType",
+];
+
+/// The bundle is a Kubernetes pod's sandbox container: the pause process,
+/// which holds the pod's namespaces and needs no capability, but to which
+/// the CRI gives the runtime's default set with no way for the pod to drop
+/// it. Marking a bundle so only makes buildcell narrow its capabilities
+/// (never widen anything), so the annotation need not be trusted.
+pub fn is_pod_sandbox(spec: &Spec) -> bool {
+    spec.annotations().as_ref().is_some_and(|a| {
+        SANDBOX_ANNOTATIONS
+            .iter()
+            .any(|k| a.get(*k).map(String::as_str) == Some("sandbox"))
+    })
+}
+
+/// Capabilities that are buildcell's or the CRI's default, not the
+/// operator's request (`step`'s; a pod sandbox's): keep only those the
+/// profile allows, and say which went.
+pub fn narrow_capabilities(p: &Profile, spec: &mut Spec) -> Option<String> {
     let proc = spec.process_mut().as_mut()?;
     let mut caps = proc.capabilities().clone()?;
     let allowed = |c: &oci_spec::runtime::Capability| p.capabilities.contains(&format!("CAP_{c}"));

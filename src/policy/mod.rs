@@ -647,8 +647,12 @@ pub fn evaluate(
             .map(PathBuf::from)
             .filter(|p| p.is_absolute()),
     };
+    // step's default set, and a pod sandbox's (see is_pod_sandbox), are
+    // narrowed to the profile's instead of refused.
     let narrowed = match bundle {
-        None => check::narrow_step_capabilities(&loaded.profile, spec),
+        None => check::narrow_capabilities(&loaded.profile, spec),
+        Some(_) if check::is_pod_sandbox(spec) => check::narrow_capabilities(&loaded.profile, spec)
+            .map(|n| format!("{n}: pod sandbox (pause)")),
         Some(_) => None,
     };
     let violations = check::check(&loaded.profile, spec, &ctx);

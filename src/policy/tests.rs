@@ -484,6 +484,24 @@ fn home_relative_allowed_binds() {
 }
 
 #[test]
+fn a_pod_sandbox_is_recognised_by_either_cri_annotation() {
+    let with = |k: &str, v: &str| engine_like(serde_json::json!({"annotations": {k: v}}));
+    assert!(check::is_pod_sandbox(&with(
+        "io.kubernetes.cri.container-type",
+        "sandbox"
+    )));
+    assert!(check::is_pod_sandbox(&with(
+        "io.kubernetes.cri-o.ContainerType",
+        "sandbox"
+    )));
+    assert!(!check::is_pod_sandbox(&with(
+        "io.kubernetes.cri.container-type",
+        "container"
+    )));
+    assert!(!check::is_pod_sandbox(&engine_like(serde_json::json!({}))));
+}
+
+#[test]
 fn strict_narrows_step_capabilities() {
     let config = Config::default();
     let strict = load(
@@ -496,7 +514,7 @@ fn strict_narrows_step_capabilities() {
     .unwrap()
     .profile;
     let mut spec = engine_like(serde_json::json!({}));
-    let note = check::narrow_step_capabilities(&strict, &mut spec).unwrap();
+    let note = check::narrow_capabilities(&strict, &mut spec).unwrap();
     assert!(note.contains("CAP_CHOWN, CAP_KILL dropped"), "{note}");
     let caps = spec
         .process()
