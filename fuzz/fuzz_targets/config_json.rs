@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = check::adds_user_namespace(p, &spec, ctx.host_root);
         }
         let mut s = spec.clone();
-        let _ = check::narrow_step_capabilities(p, &mut s);
+        let _ = check::narrow_capabilities(p, &mut s);
         let _ = check::apply_defaults(p, &mut s, true);
         let _ = check::apply_random_user(p, &mut s, &dir.join("rootfs"), &passwd, 12345);
         let _ = policy::landlock_plan(p, &policy::rw_bind_destinations(&s));
