@@ -780,3 +780,12 @@ pub fn attach_device_program(cgroup: BorrowedFd<'_>, insns: &[BpfInsn]) -> Resul
     }
     Ok(())
 }
+
+/// Give the free memory of the heap back to the kernel (glibc's
+/// `malloc_trim`): the detached audit supervisor, forked from a `create`
+/// that has parsed and compiled everything, keeps only what it uses.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim takes no pointer; it only releases free chunks of
+    // glibc's own arenas.
+    unsafe { libc::malloc_trim(0) };
+}

@@ -1102,6 +1102,7 @@ fn start_supervisor(
                 None => 0,
                 Some((listener, init)) => {
                     fault::point("supervisor:started");
+                    crate::sys::trim_heap();
                     // `create` waits for this word: once the init is
                     // traced, the supervisor's death kills the container.
                     let mut theirs = Some(theirs);
