@@ -8,6 +8,43 @@
 #[path = "src/seccomp.rs"]
 mod seccomp;
 
+/// What `src/syscalls.rs` is in the crate, for `seccomp.rs` at build time.
+mod syscalls {
+    /// The number of x86_64 syscall `name`.
+    pub fn number(name: &str) -> Option<i64> {
+        super::syscall_table()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, nr)| *nr)
+    }
+}
+
+/// x86_64 syscalls newer than the kernel headers of Debian 12 (6.1), which
+/// build hosts run on kernels that have them and engines' seccomp profiles
+/// name: (name, number, first kernel).
+const NEWER_SYSCALLS: &[(&str, i64, &str)] = &[
+    ("uretprobe", 335, "6.11"),
+    ("cachestat", 451, "6.5"),
+    ("fchmodat2", 452, "6.6"),
+    ("map_shadow_stack", 453, "6.6"),
+    ("futex_wake", 454, "6.7"),
+    ("futex_wait", 455, "6.7"),
+    ("futex_requeue", 456, "6.7"),
+    ("statmount", 457, "6.8"),
+    ("listmount", 458, "6.8"),
+    ("lsm_get_self_attr", 459, "6.8"),
+    ("lsm_set_self_attr", 460, "6.8"),
+    ("lsm_list_modules", 461, "6.8"),
+    ("mseal", 462, "6.10"),
+    ("setxattrat", 463, "6.13"),
+    ("getxattrat", 464, "6.13"),
+    ("listxattrat", 465, "6.13"),
+    ("removexattrat", 466, "6.13"),
+    ("open_tree_attr", 467, "6.15"),
+    ("file_getattr", 468, "6.17"),
+    ("file_setattr", 469, "6.17"),
+];
+
 use std::fmt::Write as _;
 
 /// Must match the bounding set `buildcell step` grants (src/spec/mod.rs).
@@ -76,25 +113,49 @@ fn main() {
     std::fs::write(path, out).unwrap();
 }
 
-/// The x86_64 syscall names of the kernel headers (linux-libc-dev), so
-/// that a bundle's seccomp profile can leave out the names of other
+/// The x86_64 syscalls, name and number: the kernel headers'
+/// (linux-libc-dev) plus [`NEWER_SYSCALLS`], sorted by name.
+fn syscall_table() -> &'static [(String, i64)] {
+    static TABLE: std::sync::OnceLock<Vec<(String, i64)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+        let text = std::fs::read_to_string(header).unwrap_or_else(|e| {
+            panic!("{header}: {e}; install linux-libc-dev (the kernel headers)")
+        });
+        let mut table: Vec<(String, i64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("#define __NR_"))
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+            })
+            .collect();
+        for (name, nr, _) in NEWER_SYSCALLS {
+            match table.iter().find(|(n, _)| n == name) {
+                Some((_, known)) if known != nr => {
+                    panic!("syscall {name}: {nr} in build.rs, {known} in {header}")
+                }
+                Some(_) => {}
+                None => table.push((name.to_string(), *nr)),
+            }
+        }
+        table.sort_unstable();
+        table
+    })
+}
+
+/// The x86_64 syscalls for `src/syscalls.rs`: profiles name syscalls by
+/// name, and a bundle's seccomp profile can leave out the names of other
 /// architectures instead of failing on them.
 fn syscall_names() {
-    let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
-    println!("cargo:rerun-if-changed={header}");
-    let text = std::fs::read_to_string(header)
-        .unwrap_or_else(|e| panic!("{header}: {e}; install linux-libc-dev (the kernel headers)"));
-    let mut names: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("#define __NR_"))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    names.sort_unstable();
-    let mut out =
-        String::from("/// x86_64 syscall names, from the kernel headers at build time.\n");
-    out.push_str("pub const X86_64: &[&str] = &[\n");
-    for n in names {
-        writeln!(out, "    {n:?},").unwrap();
+    println!("cargo:rerun-if-changed=/usr/include/x86_64-linux-gnu/asm/unistd_64.h");
+    let mut out = String::from(
+        "/// x86_64 syscalls (name, number), sorted by name: the kernel headers at build time\n\
+         /// and the newer ones build.rs lists.\n",
+    );
+    out.push_str("pub const X86_64: &[(&str, i64)] = &[\n");
+    for (n, nr) in syscall_table() {
+        writeln!(out, "    ({n:?}, {nr}),").unwrap();
     }
     out.push_str("];\n");
     let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("syscall_names.rs");

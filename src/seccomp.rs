@@ -10,9 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use seccompiler::{BpfProgram, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 /// A compiled BPF program, ready for `seccomp(SECCOMP_SET_MODE_FILTER)`.
 pub type CompiledFilter = BpfProgram;
@@ -165,10 +167,11 @@ pub fn compile_skipping(
     )?;
 
     // syscall name -> (rule index, name index) of its first mention, to name
-    // the JSON path of a syscall the compiler rejects.
-    let mut first_mention: BTreeMap<String, String> = BTreeMap::new();
-    // action (as JSON) -> syscall -> list of conditions (empty = always).
-    let mut by_action: BTreeMap<String, BTreeMap<String, Vec<Vec<Value>>>> = BTreeMap::new();
+    // the JSON path of a syscall x86_64 does not have.
+    let mut first_mention: BTreeMap<&str, String> = BTreeMap::new();
+    // action -> syscall -> list of conditions (empty = always). Keyed by
+    // the action's name, which orders the filters.
+    let mut by_action: BTreeMap<String, (SeccompAction, Calls)> = BTreeMap::new();
     for (ri, rule) in profile.syscalls.iter().enumerate() {
         let _ = &rule.comment;
         if !applies(rule, granted_caps) {
@@ -182,14 +185,14 @@ pub fn compile_skipping(
         )?;
         let mut conds = Vec::new();
         for (ai, a) in rule.args.iter().enumerate() {
-            let op = match a.op.as_str() {
-                "SCMP_CMP_EQ" => json!("eq"),
-                "SCMP_CMP_NE" => json!("ne"),
-                "SCMP_CMP_LT" => json!("lt"),
-                "SCMP_CMP_LE" => json!("le"),
-                "SCMP_CMP_GT" => json!("gt"),
-                "SCMP_CMP_GE" => json!("ge"),
-                "SCMP_CMP_MASKED_EQ" => json!({"masked_eq": a.value}),
+            let (op, val) = match a.op.as_str() {
+                "SCMP_CMP_EQ" => (SeccompCmpOp::Eq, a.value),
+                "SCMP_CMP_NE" => (SeccompCmpOp::Ne, a.value),
+                "SCMP_CMP_LT" => (SeccompCmpOp::Lt, a.value),
+                "SCMP_CMP_LE" => (SeccompCmpOp::Le, a.value),
+                "SCMP_CMP_GT" => (SeccompCmpOp::Gt, a.value),
+                "SCMP_CMP_GE" => (SeccompCmpOp::Ge, a.value),
+                "SCMP_CMP_MASKED_EQ" => (SeccompCmpOp::MaskedEq(a.value), a.value_two),
                 other => {
                     return Err(invalid(
                         format!("syscalls[{ri}].args[{ai}].op"),
@@ -203,12 +206,9 @@ pub fn compile_skipping(
                     format!("{} is not a syscall argument index (0 to 5)", a.index),
                 ));
             }
-            let val = if a.op == "SCMP_CMP_MASKED_EQ" {
-                a.value_two
-            } else {
-                a.value
-            };
-            conds.push(json!({"index": a.index, "type": "qword", "op": op, "val": val}));
+            let cond = SeccompCondition::new(a.index, SeccompCmpArgLen::Qword, op, val)
+                .map_err(|e| invalid(format!("syscalls[{ri}].args[{ai}]"), e.to_string()))?;
+            conds.push(cond);
         }
         let names = rule.names.iter().chain(rule.name.iter());
         for (ni, name) in names.enumerate() {
@@ -216,86 +216,95 @@ pub fn compile_skipping(
                 continue;
             }
             first_mention
-                .entry(name.clone())
+                .entry(name)
                 .or_insert_with(|| format!("syscalls[{ri}].names[{ni}]"));
             by_action
-                .entry(act.to_string())
-                .or_default()
-                .entry(name.clone())
+                .entry(action_key(&act))
+                .or_insert_with(|| (act.clone(), BTreeMap::new()))
+                .1
+                .entry(name)
                 .or_default()
                 .push(conds.clone());
         }
     }
+    let number = |name: &str| {
+        crate::syscalls::number(name).ok_or_else(|| {
+            let path = first_mention
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| "syscalls".into());
+            invalid(path, format!("unknown syscall {name:?} on x86_64"))
+        })
+    };
 
-    let default_key = default.to_string();
-    let mut filters = Vec::new();
+    let default_key = action_key(&default);
+    let mut filters: Vec<(SeccompAction, SeccompAction, Calls)> = Vec::new();
     // Filter 1: the default action for everything, except what the rules
     // allow (and what other-action rules name unconditionally, which filter
     // 2.. decide).
-    let mut pass: BTreeMap<String, Vec<Vec<Value>>> = BTreeMap::new();
-    for (act, calls) in &by_action {
-        if *act == default_key {
+    let mut pass: Calls = BTreeMap::new();
+    for (key, (act, calls)) in &by_action {
+        if *key == default_key {
             continue;
         }
         for (name, conds) in calls {
-            if act == "\"allow\"" || conds.iter().all(|c| c.is_empty()) {
-                pass.entry(name.clone()).or_default().extend(conds.clone());
+            if *act == SeccompAction::Allow || conds.iter().all(|c| c.is_empty()) {
+                pass.entry(name).or_default().extend(conds.iter().cloned());
             }
         }
     }
-    if default_key != "\"allow\"" {
-        filters.push(filter_json(&default, &json!("allow"), &pass));
+    if default != SeccompAction::Allow {
+        filters.push((default.clone(), SeccompAction::Allow, pass));
     }
-    for (act, calls) in &by_action {
-        if *act == default_key || act == "\"allow\"" {
+    for (key, (act, calls)) in by_action {
+        if key == default_key || act == SeccompAction::Allow {
             continue;
         }
-        let act: Value = serde_json::from_str(act).unwrap_or(Value::Null);
-        filters.push(filter_json(&json!("allow"), &act, calls));
+        filters.push((SeccompAction::Allow, act, calls));
     }
 
     let mut programs = Vec::new();
-    for f in filters {
-        let doc = json!({ "f": f }).to_string();
-        let mut map =
-            seccompiler::compile_from_json(doc.as_bytes(), TargetArch::x86_64).map_err(|e| {
-                let msg = e.to_string();
-                let path = first_mention
-                    .iter()
-                    .find(|(name, _)| msg.contains(&format!(": {name} for")))
-                    .map(|(name, path)| {
-                        (path.clone(), format!("unknown syscall {name:?} on x86_64"))
-                    });
-                match path {
-                    Some((p, m)) => invalid(p, m),
-                    None => invalid("syscalls".into(), msg),
+    for (mismatch, on_match, calls) in filters {
+        // A syscall matches unconditionally (no rules) when any of its
+        // mentions has no condition; otherwise when one rule's conditions
+        // all hold.
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for (name, conds) in calls {
+            let chain = rules.entry(number(name)?).or_default();
+            if !conds.iter().any(|c| c.is_empty()) {
+                for c in conds {
+                    chain.push(
+                        SeccompRule::new(c)
+                            .map_err(|e| invalid(first_mention[name].clone(), e.to_string()))?,
+                    );
                 }
-            })?;
-        if let Some(p) = map.remove("f") {
-            programs.push(p);
+            }
         }
+        let filter = SeccompFilter::new(rules, mismatch, on_match, TargetArch::x86_64)
+            .map_err(|e| invalid("syscalls".into(), e.to_string()))?;
+        programs.push(
+            BpfProgram::try_from(filter).map_err(|e| invalid("syscalls".into(), e.to_string()))?,
+        );
     }
     Ok(programs)
 }
 
-/// Build one seccompiler filter: syscalls named in `calls` get `on_match`
-/// (under their conditions), everything else `mismatch`.
-fn filter_json(
-    mismatch: &Value,
-    on_match: &Value,
-    calls: &BTreeMap<String, Vec<Vec<Value>>>,
-) -> Value {
-    let mut rules = Vec::new();
-    for (name, conds) in calls {
-        if conds.iter().any(|c| c.is_empty()) {
-            rules.push(json!({ "syscall": name }));
-        } else {
-            for c in conds {
-                rules.push(json!({ "syscall": name, "args": c }));
-            }
-        }
+/// Syscall name -> the condition lists under which a rule names it.
+type Calls<'a> = BTreeMap<&'a str, Vec<Vec<SeccompCondition>>>;
+
+/// The order in which the filters of other actions are installed (among
+/// equal actions, the last installed decides): the action as seccompiler's
+/// JSON writes it, sorted as text.
+fn action_key(a: &SeccompAction) -> String {
+    match a {
+        SeccompAction::Allow => r#""allow""#.into(),
+        SeccompAction::Errno(n) => format!(r#"{{"errno":{n}}}"#),
+        SeccompAction::KillThread => r#""kill_thread""#.into(),
+        SeccompAction::KillProcess => r#""kill_process""#.into(),
+        SeccompAction::Log => r#""log""#.into(),
+        SeccompAction::Trace(n) => format!(r#"{{"trace":{n}}}"#),
+        SeccompAction::Trap => r#""trap""#.into(),
     }
-    json!({ "mismatch_action": mismatch, "match_action": on_match, "filter": rules })
 }
 
 fn action(
@@ -303,15 +312,15 @@ fn action(
     errno: Option<u32>,
     path: impl Fn() -> String,
     invalid: &impl Fn(String, String) -> SeccompError,
-) -> Result<Value, SeccompError> {
+) -> Result<SeccompAction, SeccompError> {
     Ok(match name {
-        "SCMP_ACT_ALLOW" => json!("allow"),
-        "SCMP_ACT_ERRNO" => json!({ "errno": errno.unwrap_or(libc::EPERM as u32) }),
-        "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => json!("kill_thread"),
-        "SCMP_ACT_KILL_PROCESS" => json!("kill_process"),
-        "SCMP_ACT_TRAP" => json!("trap"),
-        "SCMP_ACT_LOG" => json!("log"),
-        "SCMP_ACT_TRACE" => json!({ "trace": errno.unwrap_or(0) }),
+        "SCMP_ACT_ALLOW" => SeccompAction::Allow,
+        "SCMP_ACT_ERRNO" => SeccompAction::Errno(errno.unwrap_or(libc::EPERM as u32)),
+        "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => SeccompAction::KillThread,
+        "SCMP_ACT_KILL_PROCESS" => SeccompAction::KillProcess,
+        "SCMP_ACT_TRAP" => SeccompAction::Trap,
+        "SCMP_ACT_LOG" => SeccompAction::Log,
+        "SCMP_ACT_TRACE" => SeccompAction::Trace(errno.unwrap_or(0)),
         other => {
             return Err(invalid(
                 path(),
@@ -457,6 +466,31 @@ mod tests {
         assert!(
             e.contains("defaultAction: unknown action \"SCMP_ACT_MAYBE\""),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn syscalls_newer_than_the_headers_are_compiled_by_number() {
+        // fchmodat2 (6.6) and mseal (6.10) are missing from Debian 12's
+        // headers; build.rs lists them, so a profile that allows them
+        // allows them instead of failing or leaving them to the default.
+        assert_eq!(crate::syscalls::number("fchmodat2"), Some(452));
+        assert_eq!(crate::syscalls::number("mseal"), Some(462));
+        assert_eq!(crate::syscalls::number("read"), Some(0));
+        let f = compile(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["fchmodat2", "mseal"], "action": "SCMP_ACT_ALLOW"}]}"#,
+            "x.json",
+            &caps(),
+        )
+        .unwrap();
+        let compared: Vec<u32> = f[0]
+            .iter()
+            .filter(|i| i.code == 0x15)
+            .map(|i| i.k)
+            .collect();
+        assert!(
+            compared.contains(&452) && compared.contains(&462),
+            "{compared:?}"
         );
     }
 

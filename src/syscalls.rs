@@ -1,6 +1,7 @@
-//! The x86_64 system call names, read from the kernel's headers at build
-//! time (build.rs): seccomp profiles and policy profiles name syscalls, and
-//! an unknown name is an error, not a silent no-op.
+//! The x86_64 system calls by name and number, read from the kernel's
+//! headers at build time (build.rs, plus the newer ones it lists): seccomp
+//! profiles and policy profiles name syscalls, and an unknown name is an
+//! error, not a silent no-op.
 
 mod names {
     include!(concat!(env!("OUT_DIR"), "/syscall_names.rs"));
@@ -8,5 +9,13 @@ mod names {
 
 /// Whether `name` is a system call of x86_64.
 pub fn is_known(name: &str) -> bool {
-    names::X86_64.binary_search(&name).is_ok()
+    number(name).is_some()
+}
+
+/// The number of x86_64 system call `name`.
+pub fn number(name: &str) -> Option<i64> {
+    names::X86_64
+        .binary_search_by(|(n, _)| (*n).cmp(name))
+        .ok()
+        .map(|i| names::X86_64[i].1)
 }
