@@ -377,28 +377,18 @@ fn i386_exec_is_killed_by_the_profile_or_recorded() {
         assert_eq!(ran(&execs(&log), &["/bin/echo", "hello-i386"]), 0);
         // Without a profile filter the i386 execve reaches the audit filter
         // (it has rules for i386 syscalls 11 and 358) and is recorded.
-        let allow = d.join("allow.json");
-        fs::write(&allow, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
-        chown_to(m, &allow);
         let log = log_path(m, "i386-allow");
-        let r = run(
-            m,
-            &d,
-            &[
-                "--profile",
-                "no-seccomp",
-                "step",
-                "--seccomp",
-                "allow.json",
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--",
-                &probe,
-                "i386-exec",
-                "/bin/echo",
-                "hello-i386",
-            ],
-        );
+        let mut args = step_without_seccomp(m, &d);
+        args.extend([
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--",
+            &probe,
+            "i386-exec",
+            "/bin/echo",
+            "hello-i386",
+        ]);
+        let r = run(m, &d, &args);
         assert_eq!(r.code, 0, "{r:?}");
         assert_eq!(r.stdout, "hello-i386\n");
         assert_eq!(ran(&execs(&log), &["/bin/echo", "hello-i386"]), 1);
@@ -430,31 +420,21 @@ fn a_32_bit_program_is_recorded_from_its_own_initial_stack() {
         assert!(cc.status.success(), "cc -m32: {cc:?}");
         chown_to(m, &bin);
         // Without a profile filter (the default one kills i386 syscalls).
-        let allow = d.join("allow.json");
-        fs::write(&allow, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
-        chown_to(m, &allow);
         let log = log_path(m, "32bit");
         let prog = bin.display().to_string();
-        let r = run(
-            m,
-            &d,
-            &[
-                "--profile",
-                "no-seccomp",
-                "step",
-                "--seccomp",
-                "allow.json",
-                "--audit-log",
-                log.to_str().unwrap(),
-                "--env",
-                "MARK32=on",
-                "--",
-                &prog,
-                "hello-32",
-                "two words",
-                "",
-            ],
-        );
+        let mut args = step_without_seccomp(m, &d);
+        args.extend([
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--env",
+            "MARK32=on",
+            "--",
+            &prog,
+            "hello-32",
+            "two words",
+            "",
+        ]);
+        let r = run(m, &d, &args);
         assert_eq!(r.code, 0, "{r:?}");
         assert_eq!(r.stdout, "hello-32\n");
         let execs = execs(&log);

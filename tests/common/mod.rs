@@ -247,6 +247,17 @@ pub fn chown_to(mode: Mode, path: &Path) {
     }
 }
 
+/// The start of a `step` with no seccomp filter at all: the `no-seccomp`
+/// profile and an allow-all `--seccomp` file written into `dir` (a test
+/// then sees the kernel's own answers, or i386 syscalls that the default
+/// filter kills). Run it with `dir` as the working directory.
+pub fn step_without_seccomp(mode: Mode, dir: &Path) -> Vec<&'static str> {
+    let allow = dir.join("allow.json");
+    fs::write(&allow, r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#).unwrap();
+    chown_to(mode, &allow);
+    vec!["--profile", "no-seccomp", "step", "--seccomp", "allow.json"]
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
