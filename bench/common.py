@@ -77,7 +77,7 @@ def copy_buildcell(work, path=None):
     reach it wherever the repo lives)."""
     src = path or os.path.join(REPO, "target", "release", "buildcell")
     if not os.path.exists(src):
-        sys.exit(f"bench: {src} missing: cargo build --release first")
+        sys.exit(f"bench: {src} missing: ci/build-release.sh first")
     bc = os.path.join(work, "buildcell")
     shutil.copy(src, bc)
     os.chmod(bc, 0o755)

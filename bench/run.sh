@@ -53,8 +53,8 @@ fi
 
 BC=${BUILDCELL:-$REPO/target/release/buildcell}
 if [ ! -x "$BC" ]; then
-  echo "==> cargo build --release" >&2
-  (cd "$REPO" && cargo build --release --quiet)
+  echo "==> ci/build-release.sh" >&2
+  "$REPO/ci/build-release.sh" --quiet
 fi
 OUT=${OUT:-$(mktemp -d /var/tmp/buildcell-bench-XXXXXX)}
 if [ $smoke = 1 ]; then

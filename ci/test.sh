@@ -64,7 +64,7 @@ failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ f
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then failed=1; fi
 
 say "integration: podman, buildah, containerd, docker (+BuildKit) against target/release/buildcell"
-cargo build --release --quiet
+ci/build-release.sh --quiet
 integ_log=$(mktemp)
 integ=0
 integration/run.sh 2>&1 | tee "$integ_log" || integ=$?

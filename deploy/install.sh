@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install buildcell on a build host (as root), from a repository checkout:
 #
-#   cargo build --release && sudo deploy/install.sh [--prefix /usr/local] [--bin FILE]
+#   ci/build-release.sh && sudo deploy/install.sh [--prefix /usr/local] [--bin FILE]
 #   sudo deploy/install.sh --uninstall [--prefix /usr/local]
 #
 # Installs, each only when missing or different (a second run changes nothing):
@@ -95,7 +95,7 @@ fi
 
 if [ -z "$bin" ]; then
   bin=$REPO/target/release/buildcell
-  [ -x "$bin" ] || die "$bin not found: build it first (cargo build --release), or give --bin FILE"
+  [ -x "$bin" ] || die "$bin not found: build it first (ci/build-release.sh), or give --bin FILE"
 fi
 [ -x "$bin" ] && [ -f "$bin" ] || die "--bin $bin is not an executable file"
 "$bin" --version >/dev/null 2>&1 || die "$bin --version fails: not a buildcell binary for this machine"

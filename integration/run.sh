@@ -57,10 +57,8 @@ done
 if [ -z "$rt" ]; then
   rt=$REPO/target/release/buildcell
   if [ ! -x "$rt" ]; then
-    echo "==> building $rt (cargo build --release)" >&2
-    export HOME=${HOME:-/root}
-    command -v cargo >/dev/null || export PATH="$HOME/.cargo/bin:$PATH"
-    (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
+    echo "==> building $rt (ci/build-release.sh)" >&2
+    "$REPO/ci/build-release.sh" --quiet || die "ci/build-release.sh failed"
   fi
 fi
 rt_path=$(command -v "$rt") || die "runtime $rt not found"

@@ -6,7 +6,7 @@
 # console. Needed because CI hosts are cgroup v1 "hybrid": the v2 code paths
 # cannot run there for real.
 #
-#   sudo integration/qemu-v2/run.sh            # cargo build --release, then tests target/release/buildcell
+#   sudo integration/qemu-v2/run.sh            # ci/build-release.sh, then tests target/release/buildcell
 #   sudo integration/qemu-v2/run.sh PATH/TO/buildcell
 #
 # Environment: QEMU_TIMEOUT (seconds, default 300),
@@ -81,9 +81,8 @@ vmlinuz=$cache/$kpkg/vmlinuz
 bc=${1:-$repo/target/release/buildcell}
 if [ $# -eq 0 ]; then
   # always: a no-op when the binary is fresh, and never a stale binary tested
-  say "cargo build --release"
-  command -v cargo >/dev/null || export PATH="${HOME:-/root}/.cargo/bin:$PATH"
-  (cd "$repo" && cargo build --release --quiet)
+  say "ci/build-release.sh"
+  "$repo/ci/build-release.sh" --quiet
 fi
 [ -x "$bc" ] || die "$bc: not an executable"
 
@@ -110,9 +109,12 @@ install_busybox "$stage"
 mknod -m 600 "$stage/dev/console" c 5 1
 mknod -m 666 "$stage/dev/null" c 1 3
 
-# buildcell, its libraries and the loader, at the paths ldd names
+# buildcell, with its libraries and the loader at the paths ldd names when
+# it is linked dynamically (plain cargo build; ci/build-release.sh links it
+# static, and ldd then names none)
 cp "$bc" "$stage/usr/local/bin/buildcell"
-ldd "$bc" | grep -Eo '/[^ ]+' | sort -u | while read -r lib; do
+libs=$(ldd "$bc" 2>/dev/null | grep -Eo '/[^ ]+' | sort -u || true)
+for lib in $libs; do
   mkdir -p "$stage$(dirname "$lib")"
   cp -L "$lib" "$stage$lib"
 done
