@@ -109,6 +109,9 @@ run_recipes() {
 }
 
 checks=(python3 "$HERE/checks.py")
+# A recipe's runtime when it is not the pass's own (rootless podman needs a
+# copy its user can run); set per pass below, empty for runc's baseline.
+declare -A RUNTIME_OF=()
 if [ "$baseline" = 1 ]; then
   [ -x /usr/sbin/runc ] || die "--baseline needs /usr/sbin/runc (apt-get install runc)"
   run_recipes runc-baseline "$(stage /usr/sbin/runc baseline)"
@@ -129,7 +132,6 @@ fi
 #    runtime with readlink -f and run it (and BuildKit's runc shim) by the
 #    resolved name. deploy/ itself is checked by integration/deploy-check.sh;
 #    integration/policy-engines.sh shows each engine reporting build's refusals.
-declare -A RUNTIME_OF=()
 results=()
 if [ "$rt_name" = buildcell ]; then
   for pass in ${PASSES:-build engine-compat}; do
