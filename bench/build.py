@@ -29,13 +29,8 @@ import common  # noqa: E402
 LOCK = os.environ.get("BUILDCELL_ENGINE_LOCK", "/run/lock/buildcell-engines.lock")
 p = argparse.ArgumentParser()
 p.add_argument("--rounds", type=int, default=3)
-p.add_argument("--modes", default="root,rootless")
-p.add_argument("--user", default=os.environ.get("BUILDCELL_TEST_USER", "bctest"))
-p.add_argument("--buildcell")
-p.add_argument("--json")
-a = p.parse_args()
-if os.geteuid() != 0:
-    sys.exit("bench/build.py: run as root")
+# The engines run in the host's cgroup view, as on a build host.
+a = common.parse_args(__file__, p, cgroup_view=False)
 
 CONTAINERFILE = """FROM scratch
 ADD busybox /bin/busybox

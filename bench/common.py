@@ -1,5 +1,7 @@
-"""Shared helpers of bench/exec_oci.py, bench/rss.py and bench/load.py.
+"""Shared helpers of the bench/ parts (lifecycle, phases, exec_oci, rss, build, load).
 
+- `parse_args()`: the options every part shares (--modes, --user,
+  --buildcell, --json), root only, then `private_cgroup_view()`.
 - `private_cgroup_view()`: re-execute the calling script in a private mount
   namespace without /sys/fs/cgroup/unified (crun 1.8 refuses this hybrid
   host otherwise), as bench/lifecycle.py does; every runtime then sees the
@@ -18,6 +20,25 @@ import ctypes, json, os, pwd, shutil, subprocess, sys, tempfile, threading, time
 UNIFIED = "/sys/fs/cgroup/unified"
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def parse_args(script, p, modes=True, json_out=True, cgroup_view=True):
+    """Add the options the parts share to argparse parser `p` (--user,
+    --buildcell, and --modes / --json unless told not to), parse, refuse to
+    run as anyone but root, and (unless cgroup_view is false) re-execute in
+    the private cgroup view. -> the parsed arguments."""
+    if modes:
+        p.add_argument("--modes", default="root,rootless")
+    p.add_argument("--user", default=os.environ.get("BUILDCELL_TEST_USER", "bctest"))
+    p.add_argument("--buildcell")
+    if json_out:
+        p.add_argument("--json")
+    a = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit(f"bench/{os.path.basename(script)}: run as root")
+    if cgroup_view:
+        private_cgroup_view(script, sys.argv[1:])
+    return a
 
 
 def private_cgroup_view(script, argv):

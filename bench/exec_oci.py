@@ -25,14 +25,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--rounds", type=int, default=5)
 p.add_argument("--runs", type=int, default=3)
 p.add_argument("--execs", type=int, default=2000)
-p.add_argument("--modes", default="root,rootless")
-p.add_argument("--user", default=os.environ.get("BUILDCELL_TEST_USER", "bctest"))
-p.add_argument("--buildcell")
-p.add_argument("--json")
-a = p.parse_args()
-if os.geteuid() != 0:
-    sys.exit("bench/exec_oci.py: run as root")
-common.private_cgroup_view(__file__, sys.argv[1:])
+a = common.parse_args(__file__, p)
 
 work = common.tmpdir("buildcell-execbench-")
 try:

@@ -42,7 +42,10 @@ Usage: bench/lifecycle.py [--rounds N] [--runs N] [--user NAME] [--modes root,ro
                           [--forms run,create] [--buildcell PATH] [--host-cgroups]
 Run as root.
 """
-import argparse, atexit, ctypes, json, os, pwd, shutil, statistics, subprocess, sys, tempfile
+import argparse, atexit, ctypes, json, os, shutil, statistics, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 
 UNIFIED = "/sys/fs/cgroup/unified"
 p = argparse.ArgumentParser()
@@ -76,11 +79,6 @@ forms = a.forms.split(",")
 work = tempfile.mkdtemp(prefix="buildcell-lifecycle-", dir="/var/tmp")
 os.chmod(work, 0o755)
 atexit.register(shutil.rmtree, work, True)  # also when a round fails
-user = pwd.getpwnam(a.user) if "rootless" in modes else None
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, shell=isinstance(cmd, str), **kw)
 
 
 # After `create` returns, the container's init is an orphan. Under conmon or
@@ -115,51 +113,6 @@ def run_reaping(argv, cwd=None, capture=False, marks=None):
         out.seek(0)
         text = out.read().decode(errors="replace")
     return p.returncode, text
-
-
-def as_user_prefix(xdg):
-    """argv prefix running a command as the rootless user with a clean env."""
-    return ["runuser", "-u", a.user, "--", "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            f"HOME={work}/rootless", f"USER={a.user}", f"LOGNAME={a.user}", f"XDG_RUNTIME_DIR={xdg}"]
-
-
-def make_bundle(mode):
-    d = os.path.join(work, mode)
-    rootfs = os.path.join(d, "bundle", "rootfs")
-    os.makedirs(os.path.join(rootfs, "bin"))
-    for sub in ("proc", "sys", "dev", "tmp", "etc"):
-        os.makedirs(os.path.join(rootfs, sub))
-    shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
-    apps = sh(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for app in apps:
-        if app != "busybox":
-            os.symlink("busybox", os.path.join(rootfs, "bin", app))
-    xdg = os.path.join(d, "xdg")
-    os.makedirs(xdg, mode=0o700)
-    os.makedirs(os.path.join(d, "state"))
-    bundle = os.path.join(d, "bundle")
-    if mode == "rootless":
-        # The whole mode dir belongs to the user: state dirs, pid files and
-        # a config whose uid/gid mappings runc spec --rootless takes from it.
-        sh(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", d], check=True)
-        sh(as_user_prefix(xdg) + ["sh", "-c", f"cd {bundle} && {a.runc} spec --rootless"], check=True)
-    else:
-        sh([a.runc, "spec"], cwd=bundle, check=True)
-    cfg_path = os.path.join(bundle, "config.json")
-    cfg = json.load(open(cfg_path))
-    cfg["process"]["args"] = ["/bin/true"]
-    cfg["process"]["terminal"] = False
-    # `runc spec --rootless` shares the host's network; buildcell's build
-    # profile refuses that (network = loopback). Every runtime gets the
-    # same config: a network namespace of its own (an unprivileged user
-    # may make one inside its user namespace).
-    nss = cfg["linux"]["namespaces"]
-    if not any(n["type"] == "network" for n in nss):
-        nss.append({"type": "network"})
-    json.dump(cfg, open(cfg_path, "w"), indent=1)
-    if mode == "rootless":
-        os.chown(cfg_path, user.pw_uid, user.pw_gid)
-    return d, bundle, xdg
 
 
 # Runtimes: buildcell is copied next to the bundles so the rootless user can
@@ -227,8 +180,10 @@ def peak_rss(rt, form, d, bundle, prefix):
 results = []
 dump = []
 for mode in modes:
-    d, bundle, xdg = make_bundle(mode)
-    prefix = as_user_prefix(xdg) if mode == "rootless" else []
+    # A busybox bundle from `runc spec` (rootless: `runc spec --rootless` as
+    # the user, whose dir it all is) plus a network namespace of its own for
+    # every runtime (buildcell's build profile refuses the host's network).
+    d, bundle, prefix = common.make_bundle(work, mode, a.user, ["/bin/true"], runc=a.runc)
     for form in forms:
         avail, missing = {}, {}
         for name, rt in runtimes.items():

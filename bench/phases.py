@@ -19,12 +19,7 @@ import common  # noqa: E402
 p = argparse.ArgumentParser()
 p.add_argument("--reps", type=int, default=30)
 p.add_argument("--mode", default="root")
-p.add_argument("--user", default=os.environ.get("BUILDCELL_TEST_USER", "bctest"))
-p.add_argument("--buildcell")
-a = p.parse_args()
-if os.geteuid() != 0:
-    sys.exit("bench/phases.py: run as root")
-common.private_cgroup_view(__file__, sys.argv[1:])
+a = common.parse_args(__file__, p, modes=False, json_out=False)
 reaper = common.Reaper()
 PH = ["create", "start + exit", "delete", "total"]
 

@@ -28,14 +28,7 @@ import common  # noqa: E402
 p = argparse.ArgumentParser()
 p.add_argument("--reps", type=int, default=5)
 p.add_argument("--execs", type=int, default=3000)
-p.add_argument("--modes", default="root,rootless")
-p.add_argument("--user", default=os.environ.get("BUILDCELL_TEST_USER", "bctest"))
-p.add_argument("--buildcell")
-p.add_argument("--json")
-a = p.parse_args()
-if os.geteuid() != 0:
-    sys.exit("bench/rss.py: run as root")
-common.private_cgroup_view(__file__, sys.argv[1:])
+a = common.parse_args(__file__, p)
 
 reaper = common.Reaper()
 SUBS = ["create", "start", "exec", "delete", "run"]
