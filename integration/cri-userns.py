@@ -5,11 +5,11 @@ host uid (the first id of the range their added user namespace maps 0 to),
 never as host root. Uses the stubs of the shared recipes' cri-smoke.py
 (cri_min.proto). Prints PASS/FAIL lines; exits 1 if any check failed.
 """
-import argparse
-import importlib.util
 import os
 import sys
 import time
+
+import cri_client  # integration/cri_client.py, beside this script
 
 FAILED = 0
 
@@ -59,20 +59,8 @@ def unprivileged(name, argv):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sock", required=True)
-    ap.add_argument("--handler", required=True)
-    ap.add_argument("--image", required=True)
-    ap.add_argument("--logdir", required=True)
-    ap.add_argument("--recipes", required=True, help="the shared recipes' lib directory")
-    a = ap.parse_args()
-
-    spec = importlib.util.spec_from_file_location("cri_smoke", os.path.join(a.recipes, "cri-smoke.py"))
-    smoke = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(smoke)
-    pb, pbg = smoke.load_stubs()
-    import grpc
-    rt = pbg.RuntimeServiceStub(grpc.insecure_channel("unix://" + a.sock))
+    a = cri_client.parser().parse_args()
+    pb, rt = cri_client.connect(a.recipes, a.sock)
     T = 60
     ns = pb.NamespaceOption(network=pb.NODE)
     sbcfg = pb.PodSandboxConfig(

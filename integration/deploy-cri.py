@@ -20,20 +20,15 @@ by path by its containers); --network host: `hostNetwork: true` (the node's).
 
 Uses the stubs of the shared recipes' cri-smoke.py (cri_min.proto).
 """
-import argparse
-import importlib.util
 import os
 import sys
 import time
 
+import cri_client  # integration/cri_client.py, beside this script
+
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sock", required=True)
-    ap.add_argument("--handler", required=True)
-    ap.add_argument("--image", required=True)
-    ap.add_argument("--logdir", required=True)
-    ap.add_argument("--recipes", required=True, help="the shared recipes' lib directory")
+    ap = cri_client.parser()
     ap.add_argument("--cgroup-parent", default="", help="the pod's cgroup parent (unique to the run)")
     ap.add_argument("--network", choices=["pod", "host"], default="pod",
                     help="pod: the CNI network (hostNetwork: false); host: hostNetwork: true")
@@ -43,12 +38,8 @@ def main():
     ap.add_argument("mode", choices=["run", "refused"])
     a = ap.parse_args()
 
-    spec = importlib.util.spec_from_file_location("cri_smoke", os.path.join(a.recipes, "cri-smoke.py"))
-    smoke = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(smoke)
-    pb, pbg = smoke.load_stubs()
-    import grpc
-    rt = pbg.RuntimeServiceStub(grpc.insecure_channel("unix://" + a.sock))
+    pb, rt = cri_client.connect(a.recipes, a.sock)
+    import grpc  # for grpc.RpcError below (python3-grpc, as the stubs need)
     T = 60
     sbcfg = pb.PodSandboxConfig(
         metadata=pb.PodSandboxMetadata(name=f"deploy-{a.handler}", uid=f"deploy-{os.getpid()}",
