@@ -273,10 +273,8 @@ pub fn compile_skipping(
             let chain = rules.entry(number(name)?).or_default();
             if !conds.iter().any(|c| c.is_empty()) {
                 for c in conds {
-                    chain.push(
-                        SeccompRule::new(c)
-                            .map_err(|e| invalid(first_mention[name].clone(), e.to_string()))?,
-                    );
+                    let path = first_mention.get(name).cloned().unwrap_or_default();
+                    chain.push(SeccompRule::new(c).map_err(|e| invalid(path, e.to_string()))?);
                 }
             }
         }
