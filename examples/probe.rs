@@ -337,6 +337,17 @@ fn syscalls(names: &[String]) -> i32 {
                     libc::syscall(libc::SYS_add_key, null, null, null, 0i64, 0i64),
                     false,
                 ),
+                // A flag it does not know: EINVAL from the kernel (6.6+).
+                "fchmodat2" => (
+                    libc::syscall(
+                        libc::SYS_fchmodat2,
+                        libc::AT_FDCWD as i64,
+                        c"/".as_ptr(),
+                        0o755i64,
+                        0x8000_0000i64,
+                    ),
+                    false,
+                ),
                 "fsopen" => (
                     libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 1i64),
                     true,

@@ -959,12 +959,15 @@ fn secrets_bound_under_run_secrets_never_reach_the_audit_log() {
 fn bundle_seccomp_and_rootfs_propagation_are_applied_as_configured() {
     each_mode(|mode| {
         // seccomp in OCI form: allow by default, mkdir EPERM, rmdir ENOSYS
-        // through errnoRet, names of other architectures left out.
+        // through errnoRet, names of other architectures left out, and
+        // fchmodat2 (newer than the build host's kernel headers) applied,
+        // not left out with them: EOPNOTSUPP instead of the kernel's EINVAL.
         let b = bundle(
             mode,
             "seccomp",
-            &["sh", "-c", "mkdir /tmp/a 2>&1; mkdir -p /tmp/b && rmdir /tmp/b 2>&1; grep Seccomp: /proc/self/status"],
+            &["sh", "-c", "mkdir /tmp/a 2>&1; mkdir -p /tmp/b && rmdir /tmp/b 2>&1; /probe syscall fchmodat2; grep Seccomp: /proc/self/status"],
             |c| {
+                c["root"]["path"] = json!(probe_rootfs());
                 c["linux"]["seccomp"] = json!({
                     "defaultAction": "SCMP_ACT_ALLOW",
                     "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
@@ -972,7 +975,8 @@ fn bundle_seccomp_and_rootfs_propagation_are_applied_as_configured() {
                         {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
                          "args": [{"index": 1, "value": 0o700, "op": "SCMP_CMP_NE"}]},
                         {"names": ["rmdir", "_llseek", "arm_fadvise64_64"], "action": "SCMP_ACT_ERRNO",
-                         "errnoRet": 38}
+                         "errnoRet": 38},
+                        {"names": ["fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 95}
                     ]
                 });
             },
@@ -988,6 +992,7 @@ fn bundle_seccomp_and_rootfs_propagation_are_applied_as_configured() {
             "{out}"
         );
         assert!(out.contains("Seccomp:\t2"), "{out}");
+        assert!(out.contains("fchmodat2: error 95"), "{out}");
 
         // The root is a detached copy of the rootfs: "slave" has no master
         // to follow, so it stays private (README: differences from runc).
