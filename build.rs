@@ -53,6 +53,8 @@ const STEP_CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVI
 fn main() {
     println!("cargo:rerun-if-changed=seccomp/default.json");
     println!("cargo:rerun-if-changed=src/seccomp.rs");
+    // ci/build-release.sh links by this order: a new order must relink.
+    println!("cargo:rerun-if-changed=ci/symbol-order.txt");
     // `buildcell --version` prints the commit (docker parses `commit:`).
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
