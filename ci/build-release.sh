@@ -17,7 +17,8 @@
 # the code the subcommands run, packed at the front (the kernel maps file
 # pages around every fault, so scattered hot code maps most of the file).
 # Together about 1 MiB less peak RSS per call (bench/NOTES.md, "Code
-# layout"); ci/symbol-order.py regenerates the order. Both need rust-lld,
+# layout"); ci/symbol-order.py regenerates the order, and with --check
+# tells from the link map (target/release/buildcell.map) that it still fits. Both need rust-lld,
 # the linker of Rust 1.90 and later on x86_64 Linux.
 #
 # glibc's name service (users of LDAP or sssd, for `step`'s subuid look-up)
@@ -34,4 +35,5 @@ fi
 exec cargo rustc --release --bin buildcell "$@" -- -C target-feature=+crt-static -C strip=symbols \
     -C link-arg=-Wl,-z,pack-relative-relocs \
     -C link-arg=-Wl,--symbol-ordering-file=ci/symbol-order.txt \
-    -C link-arg=-Wl,--no-warn-symbol-ordering
+    -C link-arg=-Wl,--no-warn-symbol-ordering \
+    -C link-arg=-Wl,-Map=target/release/buildcell.map

@@ -28,6 +28,7 @@ metadata, not its source): regenerate after a toolchain or dependency
 update, or when ci/build-release.sh reports many missing symbols.
 
 Usage: sudo ci/symbol-order.py [--user bctest] [--rounds 6]
+       ci/symbol-order.py --check target/release/buildcell.map   (the test command's check)
 """
 import argparse, bisect, collections, glob, json, os, pwd, shlex, shutil, subprocess, sys, tempfile
 
@@ -38,8 +39,7 @@ TARGET = os.path.join(REPO, "target", "symbol-order")
 RELEASE_FLAGS = ["-C", "target-feature=+crt-static", "-C", "link-arg=-Wl,-z,pack-relative-relocs"]
 
 # The workload, by group: each line is run by sh in a work directory that
-# holds the busybox bundle `rb` (its process: a shell running three
-# programs) and the state directory `st`.
+# holds the busybox bundles of BUNDLES and the state directory `st`.
 GROUPS = {
     "info": ["$B --version", "$B features", "$B list $R", "$B spec --bundle spec-out",
              "$B nosuchcmd", "$B $R state nosuch"],
@@ -72,9 +72,12 @@ def llvm_tool(name):
     return tool[0]
 
 
+# The workload's two bundles and their processes.
+BUNDLES = {"rb": ["/bin/sh", "-c", "echo hi; /bin/true; ls / >/dev/null"], "rb-sleep": ["/bin/sleep", "10"]}
+
+
 def make_bundle(work, owner):
-    for name, args in (("rb", ["/bin/sh", "-c", "echo hi; /bin/true; ls / >/dev/null"]),
-                       ("rb-sleep", ["/bin/sleep", "10"])):
+    for name in BUNDLES:
         rootfs = os.path.join(work, name, "rootfs")
         os.makedirs(os.path.join(rootfs, "bin"))
         for d in ("proc", "sys", "dev", "tmp", "etc"):
@@ -100,12 +103,11 @@ def workload(binary, work, user, env_for_group):
         # field runs its own deserializer.
         runc = shutil.which("runc")
         make_spec = (f"{runc} spec" + ("" if who == "root" else " --rootless")) if runc else f"{binary} spec"
-        for spec in ("rb", "rb-sleep"):
+        for spec, args in BUNDLES.items():
             run_as(who, home, f"cd {spec} && {make_spec}", {}, d)
             cfg = os.path.join(d, spec, "config.json")
             c = json.load(open(cfg))
-            c["process"]["args"] = (["/bin/sh", "-c", "echo hi; /bin/true; ls / >/dev/null"]
-                                    if spec == "rb" else ["/bin/sleep", "10"])
+            c["process"]["args"] = args
             c["process"]["terminal"] = False
             if not any(n["type"] == "network" for n in c["linux"]["namespaces"]):
                 c["linux"]["namespaces"].append({"type": "network"})
@@ -234,7 +236,34 @@ def text_faults(binary, work, user):
     return list(dict.fromkeys(names))
 
 
+def check(map_file, least=0.9):
+    """The test command's check: how many functions of ci/symbol-order.txt
+    the release link (its -Map file) still has. A toolchain or dependency
+    update renames them all and the order silently stops working."""
+    order = [l.strip() for l in open(OUT) if l.strip() and not l.startswith("#")]
+    linked = set()
+    for line in open(map_file):
+        p = line.split()
+        if len(p) != 5:
+            continue
+        # VMA LMA Size Align, then an input section "FILE:(.text.NAME)" (a
+        # Rust function: the map prints its symbol demangled) or a symbol
+        # (a C function, in a section "FILE:(.text)" of many).
+        if ":(.text." in p[4]:
+            linked.add(p[4].split(":(.text.", 1)[1].rstrip(")"))
+        elif not p[4].startswith(".") and ":(" not in p[4]:
+            linked.add(p[4])
+    found = sum(1 for n in order if n in linked)
+    ok = found >= least * len(order)
+    print(f"release layout: {found} of {len(order)} functions of ci/symbol-order.txt are in the link"
+          + ("" if ok else f" (under {least:.0%}: regenerate it with ci/symbol-order.py)"))
+    print(f"{int(ok)} passed, {int(not ok)} failed, 0 skipped")
+    return 0 if ok else 1
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        sys.exit(check(sys.argv[2]))
     if len(sys.argv) == 5 and sys.argv[1] == "--workload-only":
         workload(sys.argv[2], sys.argv[3], sys.argv[4], lambda g: {})
         return

@@ -101,6 +101,10 @@ run_script() {
   fi
   rm -f "$out"
 }
+# The release binary's function order still names the functions of this
+# toolchain's build (ci/build-release.sh; a stale order costs ~1 MiB per call).
+run_script "release code layout: ci/symbol-order.txt against the link map (ci/symbol-order.py --check)" \
+  python3 ci/symbol-order.py --check target/release/buildcell.map
 # buildah keeps its state under /tmp here, which `build` does not let bind:
 # the secret check runs as buildcell-engine-compat (as the recipes do).
 cp target/release/buildcell target/release/buildcell-engine-compat
