@@ -17,9 +17,10 @@
 # the code the subcommands run, packed at the front (the kernel maps file
 # pages around every fault, so scattered hot code maps most of the file).
 # Together about 1 MiB less peak RSS per call (bench/NOTES.md, "Code
-# layout"); ci/symbol-order.py regenerates the order, and with --check
-# tells from the link map (target/release/buildcell.map) that it still fits. Both need rust-lld,
-# the linker of Rust 1.90 and later on x86_64 Linux.
+# layout"). ci/symbol-order.py regenerates the order; with --check it
+# tells from the link map (release/buildcell.map beside the binary) that
+# the order still fits. Both need rust-lld, the linker of Rust 1.90 and
+# later on x86_64 Linux.
 #
 # glibc's name service (users of LDAP or sssd, for `step`'s subuid look-up)
 # loads its modules from the host's glibc at run time: build on the host
@@ -32,8 +33,10 @@ if [ -z "$minor" ] || [ "$minor" -lt 90 ]; then
     echo "ci/build-release.sh: needs Rust 1.90 or later (rust-lld links the release binary); found: $(rustc --version)" >&2
     exit 1
 fi
+map="${CARGO_TARGET_DIR:-target}/release/buildcell.map"
+mkdir -p "$(dirname "$map")"
 exec cargo rustc --release --bin buildcell "$@" -- -C target-feature=+crt-static -C strip=symbols \
     -C link-arg=-Wl,-z,pack-relative-relocs \
     -C link-arg=-Wl,--symbol-ordering-file=ci/symbol-order.txt \
     -C link-arg=-Wl,--no-warn-symbol-ordering \
-    -C link-arg=-Wl,-Map=target/release/buildcell.map
+    -C "link-arg=-Wl,-Map=$map"
