@@ -10,7 +10,7 @@ code spread over the binary puts nearly all of it in every call's RSS
 relocations packed, -z pack-relative-relocs) each call peaks 1.0-1.5 MiB
 lower: `start` 4,376 -> 2,896 KiB, `create` 4,696 -> 3,216 KiB as root.
 
-How (root; needs perf, the bctest user and the rustup component
+How (root; needs perf, runc, the bctest user and the rustup component
 llvm-tools, which this installs):
  1. build an instrumented binary (`-C profile-generate`), run a workload of
     every subcommand as root and as --user, once per subcommand group, and
@@ -27,10 +27,10 @@ Symbol names are stable across source edits (they hash the crate's cargo
 metadata, not its source): regenerate after a toolchain or dependency
 update, or when ci/build-release.sh reports many missing symbols.
 
-Usage: sudo ci/symbol-order.py [--user bctest] [--rounds 6]
+Usage: sudo ci/symbol-order.py [--user bctest] [--rounds 8] [--out FILE]
        ci/symbol-order.py --check target/release/buildcell.map   (the test command's check)
 """
-import argparse, bisect, collections, glob, json, os, pwd, shlex, shutil, subprocess, sys, tempfile
+import argparse, bisect, collections, glob, os, shlex, shutil, subprocess, sys, tempfile
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 OUT = os.path.join(REPO, "ci", "symbol-order.txt")
@@ -38,24 +38,29 @@ TARGET = os.path.join(REPO, "target", "symbol-order")
 # ci/build-release.sh's flags, without the order itself and the strip.
 RELEASE_FLAGS = ["-C", "target-feature=+crt-static", "-C", "link-arg=-Wl,-z,pack-relative-relocs"]
 
-# The workload, by group: each line is run by sh in a work directory that
-# holds the busybox bundles of BUNDLES and the state directory `st`.
+# The workload, by group: each line is run by sh, as root and as --user,
+# with $RB and $RBS the busybox bundles of BUNDLES (made as the benchmarks
+# make theirs: runc's spec, as root engines or rootless engines write it)
+# and $R the state directory option.
 GROUPS = {
-    "info": ["$B --version", "$B features", "$B list $R", "$B spec --bundle spec-out",
+    "info": ["$B --version", "$B features", "$B list $R", "mkdir -p spec-out && $B spec --bundle spec-out",
              "$B nosuchcmd", "$B $R state nosuch"],
-    "run": ["$B $R run --bundle rb r1", "$B $R run --bundle rb r2"],
-    "create": ["$B $R create --bundle rb c1", "$B $R create --bundle rb c2"],
+    "run": ["$B $R run --bundle $RB r1", "$B $R run --bundle $RB r2"],
+    "create": ["$B $R create --bundle $RB c1", "$B $R create --bundle $RB c2"],
     "state": ["$B $R state c1", "$B $R list", "$B $R ps c1", "$B $R ps --format json c1"],
     "start": ["$B $R start c1", "$B $R start c2"],
     "delete": ["sleep 0.2; $B $R delete c1", "$B $R delete --force c2", "$B $R delete --force nosuch"],
-    "exec": ["$B $R create --bundle rb-sleep s1", "$B $R start s1",
+    "exec": ["$B $R create --bundle $RBS s1", "$B $R start s1",
              "$B $R exec s1 /bin/sh -c 'id; true'", "$B $R exec --cwd / --env A=1 s1 /bin/echo x",
              "$B $R pause s1; $B $R resume s1", "$B $R update --pids-limit 200 s1",
              "$B $R kill s1 KILL; sleep 0.2; $B $R delete s1"],
     "step": ["$B step -- /bin/sh -c 'echo step; /bin/true'", "$B step -- /bin/true"],
-    "policy": ["$B policy list", "$B policy show build", "$B policy check rb"],
+    "policy": ["$B policy list", "$B policy show build", "$B policy check $RB"],
     "audit": ["$B audit verify \"$(ls -t $LOGS/*.log | head -1)\""],
 }
+
+# The workload's two bundles and their processes.
+BUNDLES = {"RB": ["/bin/sh", "-c", "echo hi; /bin/true; ls / >/dev/null"], "RBS": ["/bin/sleep", "10"]}
 
 
 def sh(cmd, **kw):
@@ -72,69 +77,23 @@ def llvm_tool(name):
     return tool[0]
 
 
-# The workload's two bundles and their processes.
-BUNDLES = {"rb": ["/bin/sh", "-c", "echo hi; /bin/true; ls / >/dev/null"], "rb-sleep": ["/bin/sleep", "10"]}
-
-
-def make_bundle(work, owner):
-    for name in BUNDLES:
-        rootfs = os.path.join(work, name, "rootfs")
-        os.makedirs(os.path.join(rootfs, "bin"))
-        for d in ("proc", "sys", "dev", "tmp", "etc"):
-            os.makedirs(os.path.join(rootfs, d))
-        shutil.copy("/bin/busybox", os.path.join(rootfs, "bin"))
-        for app in ("sh", "true", "sleep", "echo", "ls", "id"):
-            os.symlink("busybox", os.path.join(rootfs, "bin", app))
-    os.makedirs(os.path.join(work, "spec-out"))
-    sh(["chown", "-R", f"{owner.pw_uid}:{owner.pw_gid}", work])
-
-
 def workload(binary, work, user, env_for_group):
     """Run every group as root and as `user`; env_for_group(group) -> extra env."""
-    for who in ("root", user):
-        d = os.path.join(work, who)
-        os.makedirs(d)
-        pw = pwd.getpwnam(who)
-        make_bundle(d, pw)
-        home = d
-        logs = "/var/log/buildcell" if who == "root" else f"{home}/.local/state/buildcell/audit"
-        # runc's spec where runc is installed: an engine's config has more
-        # fields than buildcell's own (rlimits, masked paths, ...), and each
-        # field runs its own deserializer.
-        runc = shutil.which("runc")
-        make_spec = (f"{runc} spec" + ("" if who == "root" else " --rootless")) if runc else f"{binary} spec"
-        for spec, args in BUNDLES.items():
-            run_as(who, home, f"cd {spec} && {make_spec}", {}, d)
-            cfg = os.path.join(d, spec, "config.json")
-            c = json.load(open(cfg))
-            c["process"]["args"] = args
-            c["process"]["terminal"] = False
-            if not any(n["type"] == "network" for n in c["linux"]["namespaces"]):
-                c["linux"]["namespaces"].append({"type": "network"})
-            if who == "root":
-                # As root engines write it: no user namespace, so the
-                # looks-like-root path (added namespace, idmapped rootfs)
-                # runs.
-                c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "user"]
-                c["linux"].pop("uidMappings", None)
-                c["linux"].pop("gidMappings", None)
-            json.dump(c, open(cfg, "w"))
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import common  # noqa: E402 (bench/common.py: the benchmarks' bundles)
+    for mode in ("root", "rootless"):
+        made = {name: common.make_bundle(os.path.join(work, name), mode, user, args)
+                for name, args in BUNDLES.items()}
+        # The first bundle's directory is the caller's home and work directory.
+        d, _, prefix = made["RB"]
+        env = {"B": binary, "R": f"--root {d}/st", **{name: m[1] for name, m in made.items()},
+               "LOGS": "/var/log/buildcell" if mode == "root" else f"{d}/.local/state/buildcell/audit"}
         for group, lines in GROUPS.items():
-            env = dict(env_for_group(group), B=binary, R=f"--root {d}/st", LOGS=logs)
+            extra = dict(env_for_group(group), **env)
             for line in lines:
-                run_as(who, home, line, env, d)
-
-
-def run_as(who, home, line, env, cwd):
-    base = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": home}
-    if who != "root":
-        base["XDG_RUNTIME_DIR"] = os.path.join(home, "xdg")
-        os.makedirs(base["XDG_RUNTIME_DIR"], mode=0o700, exist_ok=True)
-        shutil.chown(base["XDG_RUNTIME_DIR"], who)
-    base.update(env)
-    prefix = [] if who == "root" else ["runuser", "-u", who, "--"]
-    subprocess.run(prefix + ["env", "-i"] + [f"{k}={v}" for k, v in base.items()] + ["sh", "-c", line],
-                   cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                subprocess.run(prefix + ["env"] + [f"{k}={v}" for k, v in extra.items()] + ["sh", "-c", line],
+                               cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               stdin=subprocess.DEVNULL)
 
 
 def world_copy(src, dst):
@@ -275,7 +234,8 @@ def main():
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--user", default=os.environ.get("BUILDCELL_TEST_USER", "bctest"))
-    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--out", default=OUT, help="where to write the order (default: ci/symbol-order.txt)")
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("ci/symbol-order.py: run as root (the workload creates containers as root and as --user)")
@@ -305,8 +265,8 @@ def main():
                 break
         header = ("# Function order for the linker (ci/build-release.sh, --symbol-ordering-file):\n"
                   "# generated by ci/symbol-order.py; do not edit by hand.\n")
-        open(OUT, "w").write(header + "\n".join(order) + "\n")
-        print(f"symbol-order: wrote {OUT} ({len(order)} functions)")
+        open(a.out, "w").write(header + "\n".join(order) + "\n")
+        print(f"symbol-order: wrote {a.out} ({len(order)} functions)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
