@@ -90,7 +90,10 @@ def workload(binary, work, user, env_for_group):
                "LOGS": "/var/log/buildcell" if mode == "root" else f"{d}/.local/state/buildcell/audit"}
         for group, lines in GROUPS.items():
             extra = dict(env_for_group(group), **env)
-            for line in lines:
+            # The groups end with every container deleted; the last line
+            # sweeps what a failed line may have left.
+            for line in lines + (["for id in c1 c2 s1; do $B $R delete --force $id; done"]
+                                 if group == list(GROUPS)[-1] else []):
                 subprocess.run(prefix + ["env"] + [f"{k}={v}" for k, v in extra.items()] + ["sh", "-c", line],
                                cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                stdin=subprocess.DEVNULL)
