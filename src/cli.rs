@@ -1010,11 +1010,18 @@ pub fn step(args: StepArgs, choice: &crate::policy::Choice) -> Result<i32, Error
         ),
         None => {}
     }
-    let place = |pid: i32| match &cgroup {
-        Some(cg) => cg.0.add_pid(pid).map_err(|e| usage(e.to_string())),
-        None => Ok(()),
+    // On cgroup v1 the init moves itself in (see cgroups::SelfJoin).
+    let join = match &cgroup {
+        Some(cg) => cg.0.self_join().map_err(|e| usage(e.to_string()))?,
+        None => None,
     };
-    let result = launch::run(&plan, &idmap, timer, Some(&mut log), place);
+    let joins = join.is_some();
+    let place = |pid: i32| match &cgroup {
+        Some(cg) if !joins => cg.0.add_pid(pid).map_err(|e| usage(e.to_string())),
+        _ => Ok(()),
+    };
+    let placement = launch::Placement { join, then: place };
+    let result = launch::run(&plan, &idmap, timer, Some(&mut log), placement);
     drop(cgroup);
     let status = match &result {
         Ok(code) => Some(*code),

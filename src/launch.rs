@@ -102,6 +102,16 @@ impl Drop for ChildGuard {
     }
 }
 
+/// How a new init gets into its cgroup before it goes on: it moves itself
+/// in through `join` (cgroup v1, see `cgroups::SelfJoin`; the parent waits
+/// for its word), then `then` runs with its host pid (moves it in where
+/// there is no `join`, records it, runs the prestart and createRuntime
+/// hooks).
+pub struct Placement<F> {
+    pub join: Option<crate::cgroups::SelfJoin>,
+    pub then: F,
+}
+
 /// Run the plan to completion; returns the step's exit status. With
 /// `audit`, every exec in the sandbox is recorded there before it runs
 /// (the plan must have `audit_exec` set).
@@ -110,8 +120,12 @@ pub fn run(
     idmap: &IdMapPlan,
     timer: Timer,
     audit: Option<&mut AuditLog>,
-    place: impl FnOnce(i32) -> Result<(), Error>,
+    placement: Placement<impl FnOnce(i32) -> Result<(), Error>>,
 ) -> Result<i32, Error> {
+    let Placement {
+        mut join,
+        then: place,
+    } = placement;
     timer.log(&format!("id maps: {}", idmap.describe()));
 
     let (parent_end, child_end) = sync::channel()?;
@@ -128,7 +142,7 @@ pub fn run(
     let pid = match namespaces::clone_into(&flags)? {
         None => {
             drop(parent_end);
-            container_init(plan, child_end, sfd, Premade::new(), timer)
+            container_init(plan, child_end, sfd, join, Premade::new(), timer)
         }
         Some(pid) => Pid::from_raw(pid),
     };
@@ -136,7 +150,14 @@ pub fn run(
     let mut guard = ChildGuard(Some(pid));
     timer.log(&format!("cloned sandbox init, host pid {pid}"));
 
-    // Into the step's cgroup (when it has one) before anything runs.
+    // Into the step's cgroup (when it has one) before anything runs: the
+    // init moved itself (v1), or `place` moves it.
+    if join.take().is_some() {
+        if let Err(outcome) = parent_end.wait_joined()? {
+            return Err(child_failed(&mut guard, pid, outcome));
+        }
+        timer.log("init joined its cgroup");
+    }
     place(pid.as_raw())?;
     timer.log("placed in cgroup");
     idmap.write(pid.as_raw())?;
@@ -470,15 +491,18 @@ fn container_init(
     plan: &LaunchPlan,
     chan: ChildEnd,
     sfd: SignalFd,
+    join: Option<crate::cgroups::SelfJoin>,
     premade: Premade,
     timer: Timer,
 ) -> ! {
     // Pid 1 runs for the step's whole life, inside its pid namespace: it
     // keeps only the channel and the signalfd, first of all (a step's
     // `premade` holds nothing).
-    let keep = [chan.as_raw_fd(), std::os::fd::AsRawFd::as_raw_fd(&sfd)];
+    // (And the cgroup files it moves itself in with, closed right after.)
+    let mut keep = vec![chan.as_raw_fd(), std::os::fd::AsRawFd::as_raw_fd(&sfd)];
+    keep.extend(join.iter().flat_map(|j| j.raw_fds()));
     if let Err(Failure(step, message, code)) =
-        close_inherited_fds(&keep).and_then(|()| init_steps(plan, &chan, premade, timer))
+        close_inherited_fds(&keep).and_then(|()| init_steps(plan, &chan, join, premade, timer))
     {
         chan.failed(step, &message, code);
         sys::exit_now(code);
@@ -502,6 +526,7 @@ fn container_init(
 fn init_steps(
     plan: &LaunchPlan,
     chan: &ChildEnd,
+    join: Option<crate::cgroups::SelfJoin>,
     premade: Premade,
     t: Timer,
 ) -> Result<(), Failure> {
@@ -509,6 +534,15 @@ fn init_steps(
     // (pid 1 going takes the pid namespace down). A bundle's init clears
     // this again when it is ready: `create` exits and leaves it running.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(fail("set parent-death signal"))?;
+    // Then into its cgroup, before anything can run in it: through the
+    // files the parent opened (cgroup v1, see cgroups::SelfJoin), closed
+    // at once; the parent waits for the word.
+    if let Some(join) = join {
+        let joined = join.join();
+        drop(join);
+        joined.map_err(|m| Failure("cgroup", m, 125))?;
+        chan.joined().map_err(fail("sync"))?;
+    }
     // Nothing below works before the parent has written the id maps (and
     // placed this process in its cgroup).
     let idmap = chan.wait_maps_written().map_err(fail("wait for id maps"))?;
@@ -690,7 +724,7 @@ pub enum Gate {
 }
 
 /// Set up a bundle's container up to the point where only the exec of the
-/// user process is left. `place` puts the new init into its cgroup before
+/// user process is left. `placement` puts the new init into its cgroup before
 /// the init goes on; `made_workdir` hears of the work directory of an
 /// overlay rootfs made again as soon as it exists (both so that `delete`
 /// finds them if this process dies). On any error nothing is left running.
@@ -699,10 +733,14 @@ pub fn create(
     idmap: Option<&IdMapPlan>,
     gate: Gate,
     console_socket: Option<&std::path::Path>,
-    place: impl FnOnce(i32) -> Result<(), Error>,
+    placement: Placement<impl FnOnce(i32) -> Result<(), Error>>,
     made_workdir: impl FnOnce(&std::path::Path) -> Result<(), Error>,
     timer: Timer,
 ) -> Result<Created, Error> {
+    let Placement {
+        mut join,
+        then: place,
+    } = placement;
     if let Some(m) = idmap {
         timer.log(&format!("id maps: {}", m.describe()));
     }
@@ -728,6 +766,7 @@ pub fn create(
                 child_end,
                 gate,
                 console_socket.is_some(),
+                join,
                 premade,
                 timer,
             )
@@ -742,6 +781,7 @@ pub fn create(
     let mut guard = ChildGuard(Some(pid));
     timer.log(&format!("cloned container init, host pid {pid}"));
     fault::point("create:cloned");
+    let joined = join.take().is_some();
     if let Some(m) = idmap {
         m.write(pid.as_raw())?;
         timer.log("uid/gid maps written");
@@ -759,9 +799,16 @@ pub fn create(
             let _ = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string());
         }
     }
-    // The cgroup, then the prestart and createRuntime hooks: the
-    // container's namespaces exist, its init waits.
+    // The cgroup (the init moved itself on v1), then the prestart and
+    // createRuntime hooks: the container's namespaces exist, its init waits.
+    if joined {
+        if let Err(outcome) = parent_end.wait_joined()? {
+            return Err(child_failed(&mut guard, pid, outcome));
+        }
+        timer.log("init joined its cgroup");
+    }
     place(pid.as_raw())?;
+    timer.log("placed in its cgroup");
     fault::point("create:placed");
     parent_end.maps_written(plan.idmap_mounts)?;
     let mut overlay_workdir = None;
@@ -816,11 +863,12 @@ fn oci_init(
     chan: ChildEnd,
     gate: Gate,
     console: bool,
+    join: Option<crate::cgroups::SelfJoin>,
     premade: Premade,
     t: Timer,
 ) -> ! {
     protect_runtime_binary();
-    let result = init_steps(plan, &chan, premade, t).and_then(|()| {
+    let result = init_steps(plan, &chan, join, premade, t).and_then(|()| {
         let last = LastSteps {
             process: &plan.process,
             seccomp: &plan.seccomp,
@@ -993,8 +1041,9 @@ pub struct Spawned {
 /// `exec`: start `process` in the namespaces of the container whose init
 /// is `init`. An intermediate child enters the namespaces (the user
 /// namespace first, the mount namespace last) and forks the process, which
-/// is then inside the container's pid namespace; `place` puts it in the
-/// container's cgroup before it goes on.
+/// is then inside the container's pid namespace; `placement` puts it in
+/// the container's cgroup before it goes on (with a `join`, the process
+/// moves itself in once the parent has heard of it).
 #[allow(clippy::too_many_arguments)]
 pub fn exec(
     init: i32,
@@ -1003,9 +1052,10 @@ pub fn exec(
     landlock: Option<&LandlockPlan>,
     audit: bool,
     console_socket: Option<&std::path::Path>,
-    place: impl FnOnce(i32) -> Result<(), Error>,
+    placement: Placement<impl FnOnce(i32) -> Result<(), Error>>,
     timer: Timer,
 ) -> Result<Spawned, Error> {
+    let Placement { join, then: place } = placement;
     landlock_preflight(landlock)?;
     let (parent_end, child_end) = sync::channel()?;
     let sfd = reaper::signal_fd().map_err(|errno| Error::Setup {
@@ -1026,10 +1076,11 @@ pub fn exec(
                 console: console_socket.is_some(),
                 ready_point: "exec-process:before-ready",
             };
-            exec_middle(init, &last, child_end)
+            exec_middle(init, &last, join, child_end)
         }
         Some(pid) => Pid::from_raw(pid),
     };
+    drop(join);
     drop(child_end);
     let spawned = parent_end.wait_spawned();
     // The intermediate exits once it has forked; reap it either way.
@@ -1089,7 +1140,12 @@ impl Drop for KillGuard {
 
 /// The intermediate of `exec`: enter the container's namespaces, fork the
 /// process, report its pid, exit. Never returns.
-fn exec_middle(init: i32, last: &LastSteps, chan: ChildEnd) -> ! {
+fn exec_middle(
+    init: i32,
+    last: &LastSteps,
+    join: Option<crate::cgroups::SelfJoin>,
+    chan: ChildEnd,
+) -> ! {
     let protected = protect_runtime_binary();
     // Raised here, while this process may: in the container's user
     // namespace a hard limit can no longer be raised. The process sets
@@ -1127,9 +1183,19 @@ fn exec_middle(init: i32, last: &LastSteps, chan: ChildEnd) -> ! {
             // No parent-death signal: the parent is the intermediate, which
             // exits now. If `buildcell exec` dies instead, the channel
             // closes and the wait below fails.
+            // Placed by the parent, or told to move itself in (cgroup v1),
+            // closing the cgroup files before anything else.
             let result = chan
                 .wait_placed()
                 .map_err(fail("wait for the cgroup"))
+                .and_then(|()| match join {
+                    Some(join) => {
+                        let joined = join.join();
+                        drop(join);
+                        joined.map_err(|m| Failure("cgroup", m, 125))
+                    }
+                    None => Ok(()),
+                })
                 .and_then(|()| become_process(last, &chan, Gate::Now));
             let Err(Failure(step, message, code)) = result;
             chan.failed(step, &message, code);

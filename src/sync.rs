@@ -53,6 +53,9 @@ pub enum SyncError {
 /// Everything that crosses the channel.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Message {
+    /// Child → parent: the child moved itself into its cgroup (cgroup v1:
+    /// `cgroups::SelfJoin`), first thing after clone.
+    Joined,
     /// Parent → child: the uid/gid maps are written. With `idmap`, the
     /// child must send its bind sources for idmapping (host root mode).
     MapsWritten { idmap: bool },
@@ -111,6 +114,7 @@ impl Message {
 
     fn name(&self) -> &'static str {
         match self {
+            Message::Joined => "Joined",
             Message::MapsWritten { .. } => "MapsWritten",
             Message::IdmapRequest { .. } => "IdmapRequest",
             Message::IdmapDone { .. } => "IdmapDone",
@@ -266,6 +270,20 @@ pub enum SetupOutcome {
 }
 
 impl ParentEnd {
+    /// Wait until the child has moved itself into its cgroup; its failure
+    /// when it could not.
+    pub fn wait_joined(&self) -> Result<Result<(), SetupOutcome>, SyncError> {
+        match self.0.recv()? {
+            None => Err(SyncError::Closed("Joined")),
+            Some((Message::Joined, _)) => Ok(Ok(())),
+            Some((m @ Message::Failed { .. }, _)) => Ok(Err(m.into_failure())),
+            Some((other, _)) => Err(SyncError::Unexpected {
+                expected: "Joined or Failed",
+                received: other.name().into(),
+            }),
+        }
+    }
+
     pub fn maps_written(&self, idmap: bool) -> Result<(), SyncError> {
         self.0.send(&Message::MapsWritten { idmap }, &[])
     }
@@ -434,6 +452,11 @@ impl ParentEnd {
 }
 
 impl ChildEnd {
+    /// Tell the parent this process is in its cgroup.
+    pub fn joined(&self) -> Result<(), SyncError> {
+        self.0.send(&Message::Joined, &[])
+    }
+
     /// Wait until the parent has written the id maps; returns whether the
     /// bind sources must be idmapped by the parent.
     pub fn wait_maps_written(&self) -> Result<bool, SyncError> {

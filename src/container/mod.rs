@@ -596,6 +596,12 @@ pub fn create(
         (Some(sup), FinishOnDrop(None))
     };
     let progress = std::cell::RefCell::new(progress);
+    // On cgroup v1 the init moves itself in (see cgroups::SelfJoin).
+    let join = match &cgroup {
+        Some(cg) => cg.self_join().map_err(|e| usage(e.to_string()))?,
+        None => None,
+    };
+    let joins = join.is_some();
     let place = |pid: i32| -> Result<(), Error> {
         // The init is made: it is what `delete` must find from now on.
         {
@@ -604,7 +610,7 @@ pub fn create(
             p.init_start_time = state::start_time(pid).unwrap_or(0);
             dir.save(&p)?;
         }
-        if let Some(cg) = &cgroup {
+        if let Some(cg) = cgroup.as_ref().filter(|_| !joins) {
             cg.add_pid(pid).map_err(|e| usage(e.to_string()))?;
         }
         let state = serde_json::to_string(&oci_state(pid, Status::Creating)).unwrap_or_default();
@@ -637,7 +643,7 @@ pub fn create(
         idmap.as_ref(),
         gate,
         console,
-        place,
+        launch::Placement { join, then: place },
         made_workdir,
         timer,
     )?;
@@ -1786,9 +1792,15 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
         &bounding_caps(Some(&process)),
     )?);
     let cgroup = cgroup_of(&saved);
+    // On cgroup v1 the process moves itself in (see cgroups::SelfJoin).
+    let join = match &cgroup {
+        Some(cg) => cg.self_join().map_err(|e| usage(e.to_string()))?,
+        None => None,
+    };
+    let joins = join.is_some();
     let place = |pid: i32| match &cgroup {
-        Some(cg) => cg.add_pid(pid).map_err(|e| usage(e.to_string())),
-        None => Ok(()),
+        Some(cg) if !joins => cg.add_pid(pid).map_err(|e| usage(e.to_string())),
+        _ => Ok(()),
     };
     // The process is forked by an intermediate that exits at once: as a
     // child subreaper, buildcell gets it back to wait for it.
@@ -1808,7 +1820,7 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
         landlock.as_ref(),
         true,
         console,
-        place,
+        launch::Placement { join, then: place },
         timer,
     )
     .map_err(|e| {
