@@ -320,12 +320,12 @@ pub struct StepArgs {
     /// Hostname inside the sandbox.
     #[arg(long, default_value = "buildcell", value_name = "NAME")]
     pub hostname: String,
-    /// Memory limit (e.g. 512m, 2g). Accepted and checked; applied once
-    /// cgroup support lands (a later version).
+    /// Memory limit (e.g. 512m, 2g) of the step's cgroup. Rootless, without
+    /// a delegated cgroup, it is not applied, and a line says so.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
-    /// Limit on the number of processes. Accepted and checked; applied once
-    /// cgroup support lands (a later version).
+    /// Limit on the number of processes in the step's cgroup (rootless, as
+    /// `--memory`).
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
     /// Share the host's network instead of an isolated one with only `lo`.
@@ -529,7 +529,11 @@ fn oci_or_step(g: &GlobalArgs, command: Command) -> Result<i32, Error> {
         })
     };
     match command {
-        Command::Step(args) => step(*args, &crate::policy::Choice::from_env(g.profile.clone())),
+        Command::Step(mut args) => {
+            // --debug, as for runc's commands: the setup timeline.
+            args.verbose |= g.debug;
+            step(*args, &crate::policy::Choice::from_env(g.profile.clone()))
+        }
         Command::Audit(cmd) => audit(cmd),
         Command::Policy(cmd) => policy(cmd, &crate::policy::Choice::from_env(g.profile.clone())),
         Command::Create(a) => c::create(&root(), &create_args(&a)?, false, g.debug),
