@@ -571,6 +571,8 @@ const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
 const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
 const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
 const SECCOMP_IOCTL_NOTIF_ID_VALID: libc::c_ulong = 0x4008_2102;
+const SECCOMP_IOCTL_NOTIF_SET_FLAGS: libc::c_ulong = 0x4008_2104;
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
 
 /// Install `prog` with a new notification listener; returns the listener.
 /// `WAIT_KILLABLE_RECV` keeps a signal during the wait from restarting the
@@ -643,6 +645,28 @@ pub fn notif_send(listener: BorrowedFd<'_>, id: u64, error: Option<i32>) -> Resu
 pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
     // SAFETY: the kernel reads one u64 from `&id`, which lives across the call.
     unsafe { libc::ioctl(listener.as_raw_fd(), SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
+}
+
+/// Ask the kernel (6.6 and later) to hand each notification of `listener`
+/// and its answer over on the CPU that is waiting for it: the notifying
+/// task wakes the supervisor there, and the answer wakes the task there,
+/// instead of waking another, possibly idle, CPU each way.
+pub fn notif_set_sync_wakeup(listener: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: SET_FLAGS takes its flags by value in the argument; nothing
+    // is read from or written to this process's memory.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    };
+    if ret < 0 {
+        return Err(SysError::new(
+            "ioctl(SECCOMP_IOCTL_NOTIF_SET_FLAGS, SYNC_WAKE_UP)".into(),
+        ));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
