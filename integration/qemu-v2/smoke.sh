@@ -42,6 +42,9 @@ wait_for() {
   return 1
 }
 cleanup() { $BC delete --force "$1" >/dev/null 2>&1 || true; }
+# Each section says when it starts: if the guest stops answering, the last
+# INFO line on the console names the section it stopped in.
+section() { echo "INFO section $1, up $(cut -d' ' -f1 /proc/uptime)s"; }
 
 echo # the console line SeaBIOS left unterminated
 echo "INFO kernel $(uname -r), up $(cut -d' ' -f1 /proc/uptime)s, cgroup2 controllers: $(cat $CG/cgroup.controllers)"
@@ -50,6 +53,7 @@ if grep -q ' cgroup ' /proc/mounts || [ ! -e $CG/cgroup.controllers ]; then
 fi
 
 # --- (0) looks-like-root on this kernel ------------------------------------
+section "(0) looks-like-root on this kernel"
 # A root bundle without a user namespace gets one by default, and needs an
 # idmapped rootfs. This VM's root is a tmpfs, which has idmapped mounts only
 # from Linux 6.3 (Debian 12's kernel is 6.1): the default is refused there
@@ -71,6 +75,7 @@ BC0=$BC
 BC="$BC --profile smoke-no-userns"
 
 # --- (1) memory limit + OOM: exit 137 -------------------------------------
+section "(1) memory limit + OOM: exit 137"
 ooms() { sed -n 's/^oom_kill //p' /proc/vmstat; }
 oom_before=$(ooms)
 $BC run --bundle $B/oom oom >/tmp/oom.out 2>&1
@@ -80,6 +85,7 @@ check oom-killed "oom_kill in /proc/vmstat: $oom_before before, $(ooms) after" [
 check run-removes-cgroup "$CG/smoke/oom still exists after run" [ ! -d $CG/smoke/oom ]
 
 # --- (2) pids limit: fork fails; limits visible in the cgroup -------------
+section "(2) pids limit: fork fails; limits visible in the cgroup"
 d=$CG/smoke/pids
 if $BC create --bundle $B/pids pids >/tmp/pids.out 2>&1 && $BC start pids >>/tmp/pids.out 2>&1; then
   wait_for 30 grep -q loop-ended /tmp/pids.out
@@ -96,6 +102,7 @@ fi
 cleanup pids
 
 # --- (3) cpu shares -> cpu.weight, quota/period -> cpu.max, cpuset --------
+section "(3) cpu shares -> cpu.weight, quota/period -> cpu.max, cpuset"
 d=$CG/smoke/cpu
 if $BC create --bundle $B/cpu cpu >/tmp/cpu.out 2>&1; then
   check cpu-weight "cpu.weight=$(rd $d/cpu.weight), want 20 (shares 512)" [ "$(rd $d/cpu.weight)" = 20 ]
@@ -109,6 +116,7 @@ fi
 cleanup cpu
 
 # --- (4) pause/resume, (5) update, (8) kill --all, (7) delete -------------
+section "(4) pause/resume, (5) update, (8) kill --all, (7) delete"
 d=$CG/smoke/multi
 if $BC create --bundle $B/multi multi >/tmp/multi.out 2>&1 && $BC start multi >>/tmp/multi.out 2>&1; then
   nprocs() { wc -l <$d/cgroup.procs; }
@@ -169,6 +177,7 @@ fi
 cleanup multi
 
 # --- paused container: delete --force kills and removes it ---------------
+section "paused container: delete --force kills and removes it"
 d=$CG/smoke/multi
 if $BC create --bundle $B/multi multi >/tmp/multi2.out 2>&1 && $BC start multi >>/tmp/multi2.out 2>&1 &&
   wait_for 10 sh -c "[ \$(wc -l <$d/cgroup.procs) -ge 3 ]" && $BC pause multi >>/tmp/multi2.out 2>&1; then
@@ -181,6 +190,7 @@ fi
 cleanup multi
 
 # --- (6) devices: the rules are a BPF device program on v2 ---------------
+section "(6) devices: the rules are a BPF device program on v2"
 if $BC create --bundle $B/devices devices >/tmp/devices.out 2>&1; then
   check devices-no-gap-annotation "state annotations: $($BC state devices 2>&1 | grep -A3 annotations | tr '\n' ' ')" \
     sh -c "! $BC state devices | grep -q org.buildcell.cgroup.devices"
@@ -200,6 +210,7 @@ fi
 cleanup devices
 
 # --- (9) no cgroupsPath: <own cgroup>/<id>, from the root cgroup ---------
+section "(9) no cgroupsPath: <own cgroup>/<id>, from the root cgroup"
 if $BC create --bundle $B/relative relative >/tmp/relative.out 2>&1; then
   check relative-path "no $CG/relative; cgroup.procs of init: $(cat /proc/self/cgroup)" [ -d $CG/relative ]
   out=$($BC delete relative 2>&1)
@@ -210,6 +221,7 @@ fi
 cleanup relative
 
 # --- (10) Landlock on this kernel's older ABI ------------------------------
+section "(10) Landlock on this kernel's older ABI"
 $BC0 --profile build-network create --bundle $B/landlock ll-req >/tmp/ll-req.out 2>&1
 rc=$?
 check landlock-require-refuses "exit $rc: $(tr '\n' ' ' </tmp/ll-req.out)" \
