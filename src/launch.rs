@@ -159,7 +159,7 @@ pub fn run(
         timer.log("init joined its cgroup");
     }
     place(pid.as_raw())?;
-    timer.log("placed in cgroup");
+    timer.log("in its cgroup");
     idmap.write(pid.as_raw())?;
     timer.log("uid/gid maps written");
 
@@ -808,7 +808,7 @@ pub fn create(
         timer.log("init joined its cgroup");
     }
     place(pid.as_raw())?;
-    timer.log("placed in its cgroup");
+    timer.log("in its cgroup, prestart and createRuntime hooks run");
     fault::point("create:placed");
     parent_end.maps_written(plan.idmap_mounts)?;
     let mut overlay_workdir = None;
