@@ -53,8 +53,10 @@ pub enum SyncError {
 /// Everything that crosses the channel.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Message {
-    /// Child → parent: the child moved itself into its cgroup (cgroup v1:
-    /// `cgroups::SelfJoin`), first thing after clone.
+    /// Child → parent: the init moved itself into its cgroup (cgroup v1:
+    /// `cgroups::SelfJoin`), right after setting its parent-death signal.
+    /// (A process `exec` starts moves itself after `Placed` and says
+    /// nothing: a failure is its next message.)
     Joined,
     /// Parent → child: the uid/gid maps are written. With `idmap`, the
     /// child must send its bind sources for idmapping (host root mode).

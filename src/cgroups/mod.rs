@@ -783,7 +783,6 @@ fn io_err(controller: &str, op: &'static str, path: &Path, source: io::Error) ->
     }
 }
 
-/// Writes `value` to a cgroup file in one write(2); the file must exist.
 /// The `tasks` files of a v1 cgroup, open for writing (see
 /// [`Cgroup::self_join`]); the process that calls [`SelfJoin::join`] moves
 /// into every hierarchy. Closed when dropped.
@@ -810,6 +809,7 @@ impl SelfJoin {
     }
 }
 
+/// Writes `value` to a cgroup file in one write(2); the file must exist.
 pub(crate) fn write_file(controller: &str, path: &Path, value: &str) -> Result<(), CgroupError> {
     let err = |source| CgroupError::Write {
         controller: controller.to_string(),
