@@ -58,6 +58,10 @@ p.add_argument("--buildcell", default=os.path.join(os.path.dirname(os.path.abspa
 p.add_argument("--runc", default="/usr/sbin/runc")
 p.add_argument("--crun", default="/usr/bin/crun")
 p.add_argument("--host-cgroups", action="store_true", help="do not unmount the cgroup2 part of the hybrid hierarchy")
+p.add_argument("--pause", type=float, default=0,
+               help="seconds idle before each run (hyperfine --prepare 'sleep S'): build steps come seconds apart, "
+                    "and a runtime that writes another process's pid into a v1 cgroup.procs then waits for an RCU "
+                    "grace period (bench/NOTES.md)")
 p.add_argument("--json", help="also write every run's wall time (seconds) and the table's numbers to this JSON file (bench/plot.py)")
 p.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
 a = p.parse_args()
@@ -125,19 +129,22 @@ if os.path.exists(a.buildcell):
 runtimes["buildcell"] = bc
 
 
-def lifecycle(rt, form, d, bundle):
-    """One shell line: the whole lifecycle of one fresh container id."""
+def lifecycle(rt, form, d, bundle, err=None):
+    """One shell line: the whole lifecycle of one fresh container id; with
+    `err`, the runtime's own error output is appended to that file (a run
+    that fails is then named with its message, see the rounds below)."""
     root = f"{d}/state/{os.path.basename(rt)}"
     r = f"{rt} --root {root}"
+    to = f" 2>>{err}" if err else ""
     if form == "run":
         # run removes the container itself when it returns (runc and crun
         # without --keep; BuildKit relies on it): a delete after it would
         # only fail with "container does not exist".
-        return f"ID=lc$$; {r} run --bundle {bundle} $ID"
+        return f"ID=lc$$; {r} run --bundle {bundle} $ID{to}"
     # Wait until this driver, the subreaper, has reaped the container's init
     # (run_reaping marks it in {d}/reaped). Shell builtins only.
     pidf = f"{d}/state/$$.pid"
-    return (f"ID=lc$$; {r} create --bundle {bundle} --pid-file {pidf} $ID && {r} start $ID && read P <{pidf} && "
+    return (f"ID=lc$$; {r} create --bundle {bundle} --pid-file {pidf} $ID{to} && {r} start $ID{to} && read P <{pidf} && "
             f"while [ ! -e {d}/reaped/$P ]; do :; done; rm -f {pidf}; "
             # Rootless runc and crun refuse about 1% of these deletes ("not
             # stopped: running") although the init was reaped and `state`
@@ -179,6 +186,7 @@ def peak_rss(rt, form, d, bundle, prefix):
 
 results = []
 dump = []
+failed = []  # runs that exited non-zero, named
 for mode in modes:
     # A busybox bundle from `runc spec` (rootless: `runc spec --rootless` as
     # the user, whose dir it all is) plus a network namespace of its own for
@@ -196,12 +204,24 @@ for mode in modes:
         names = list(avail)
         for rnd in range(a.rounds if names else 0):
             out = os.path.join(d, f"round-{form}-{rnd}.json")
-            cmds = [lifecycle(avail[n], form, d, bundle) for n in names]
-            hf = ["hyperfine", "--warmup", "3", "--runs", str(a.runs), "--export-json", out, "--style", "none"] + cmds
+            errs = {n: f"{d}/state/{n}.{form}.stderr" for n in names}
+            cmds = [lifecycle(avail[n], form, d, bundle, errs[n]) for n in names]
+            pause = ["--prepare", f"sleep {a.pause}"] if a.pause else []
+            # -i: a failed run does not end the benchmark; it is counted and
+            # named below from the exit codes hyperfine records.
+            hf = ["hyperfine", "-i", "--warmup", "3", "--runs", str(a.runs), *pause, "--export-json", out,
+                  "--style", "none"] + cmds
             rc, log = run_reaping(prefix + hf, cwd=d, capture=True, marks=f"{d}/reaped")
             if rc != 0:
                 sys.exit(f"bench: hyperfine failed ({mode}, {form}, round {rnd}):\n{log[-2000:]}")
             res = json.load(open(out))["results"]
+            for n, rr in zip(names, res):
+                bad = [c for c in rr.get("exit_codes", []) if c != 0]
+                if bad:
+                    tail = open(errs[n], errors="replace").read().strip().splitlines()[-2:] \
+                        if os.path.exists(errs[n]) else []
+                    failed.append(f"{mode}, {form}, round {rnd}: {n}: {len(bad)} of {len(rr['exit_codes'])} runs "
+                                  f"exited {sorted(set(bad))}; its last error lines: {' / '.join(tail) or '(none)'}")
             base = res[names.index(ref)]["mean"]
             for n, rr in zip(names, res):
                 means[n].append(rr["mean"])
@@ -215,7 +235,8 @@ for mode in modes:
 
 ns = "host cgroup view (cgroup2 'unified' mounted)" if a.host_cgroups else \
      "all runtimes in one private mount namespace without /sys/fs/cgroup/unified"
-print(f"\n/bin/true lifecycle, {a.rounds} rounds x {a.runs} runs, fresh id per run; {ns}")
+idle = f", {a.pause:g} s idle before each run" if a.pause else ""
+print(f"\n/bin/true lifecycle, {a.rounds} rounds x {a.runs} runs, fresh id per run{idle}; {ns}")
 print("| mode | form | runtime | median wall (ms) | ratio to crun (median of per-round ratios) | peak RSS of `run` / `create` (KiB) |")
 print("|---|---|---|---:|---:|---:|")
 for mode, form, ref, names, means, ratios, rss, missing in results:
@@ -227,6 +248,12 @@ for mode, form, ref, names, means, ratios, rss, missing in results:
         rcol = f"{statistics.median(ratios[n]):.2f}" + ("" if ref == "crun" else f" (to {ref})")
         mem = f"{rss[n]:.0f}"
         print(f"| {who} | {form} | {n} | {statistics.median(means[n]) * 1000:.2f} | {rcol} | {mem} |")
+if failed:
+    print("\n**Runs that failed** (counted in the times above):")
+    for f_ in failed:
+        print(f"- {f_}")
 if a.json:
     with open(a.json, "w") as f:
-        json.dump({"rounds": a.rounds, "runs": a.runs, "results": dump}, f)
+        json.dump({"rounds": a.rounds, "runs": a.runs, "results": dump, "failed": failed}, f)
+if failed:
+    sys.exit(f"bench: {len(failed)} round(s) had failed runs: " + "; ".join(failed))
