@@ -109,7 +109,44 @@ impl Drop for ChildGuard {
 /// hooks).
 pub struct Placement<F> {
     pub join: Option<crate::cgroups::SelfJoin>,
+    /// cgroup v2: the directory the init is cloned into
+    /// (`CLONE_INTO_CGROUP`); `then` must not move it again.
+    pub into: Option<crate::cgroups::CloneTarget>,
     pub then: F,
+}
+
+/// Clone the init into its namespaces, and into `into` when given (cgroup
+/// v2). A kernel without `CLONE_INTO_CGROUP` (before 5.7) refuses that
+/// with ENOSYS or E2BIG: then a plain clone, and the parent moves the
+/// child in through `cgroup.procs` right away (killing it if it cannot).
+fn clone_init(
+    flags: &crate::spec::NamespacePlan,
+    into: Option<&crate::cgroups::CloneTarget>,
+) -> Result<Option<i32>, Error> {
+    let Some(target) = into else {
+        return Ok(namespaces::clone_into(flags, None)?);
+    };
+    match namespaces::clone_into(flags, Some(target.fd())) {
+        Err(namespaces::NamespaceError::Clone(e))
+            if matches!(
+                e.errno,
+                nix::errno::Errno::ENOSYS | nix::errno::Errno::E2BIG
+            ) =>
+        {
+            let pid = namespaces::clone_into(flags, None)?;
+            if let Some(pid) = pid {
+                if let Err(e) = target.add_pid(pid) {
+                    drop(ChildGuard(Some(Pid::from_raw(pid))));
+                    return Err(Error::Setup {
+                        step: "cgroup",
+                        message: e.to_string(),
+                    });
+                }
+            }
+            Ok(pid)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Run the plan to completion; returns the step's exit status. With
@@ -124,6 +161,7 @@ pub fn run(
 ) -> Result<i32, Error> {
     let Placement {
         mut join,
+        into,
         then: place,
     } = placement;
     timer.log(&format!("id maps: {}", idmap.describe()));
@@ -139,13 +177,14 @@ pub fn run(
     let mut flags = plan.namespaces;
     // Made by the init itself once it is in its cgroup.
     flags.cgroup = false;
-    let pid = match namespaces::clone_into(&flags)? {
+    let pid = match clone_init(&flags, into.as_ref())? {
         None => {
             drop(parent_end);
             container_init(plan, child_end, sfd, join, Premade::new(), timer)
         }
         Some(pid) => Pid::from_raw(pid),
     };
+    drop(into);
     drop(child_end);
     let mut guard = ChildGuard(Some(pid));
     timer.log(&format!("cloned sandbox init, host pid {pid}"));
@@ -739,6 +778,7 @@ pub fn create(
 ) -> Result<Created, Error> {
     let Placement {
         mut join,
+        into,
         then: place,
     } = placement;
     if let Some(m) = idmap {
@@ -758,7 +798,7 @@ pub fn create(
     let mut flags = plan.namespaces;
     // Made by the init itself once it is in its cgroup.
     flags.cgroup = false;
-    let pid = match namespaces::clone_into(&flags)? {
+    let pid = match clone_init(&flags, into.as_ref())? {
         None => {
             drop(parent_end);
             oci_init(
@@ -773,6 +813,7 @@ pub fn create(
         }
         Some(pid) => {
             drop(premade);
+            drop(into);
             Pid::from_raw(pid)
         }
     };
@@ -1055,7 +1096,14 @@ pub fn exec(
     placement: Placement<impl FnOnce(i32) -> Result<(), Error>>,
     timer: Timer,
 ) -> Result<Spawned, Error> {
-    let Placement { join, then: place } = placement;
+    // (An exec'd process is not cloned into a v2 cgroup: the
+    // intermediate that forks it is container root by then, whom the
+    // kernel would not let move it; `then` moves it there.)
+    let Placement {
+        join,
+        into: _,
+        then: place,
+    } = placement;
     landlock_preflight(landlock)?;
     let (parent_end, child_end) = sync::channel()?;
     let sfd = reaper::signal_fd().map_err(|errno| Error::Setup {

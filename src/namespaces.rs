@@ -47,9 +47,16 @@ pub fn clone_flags(ns: &NamespacePlan) -> CloneFlags {
 
 /// Fork a child into new namespaces. `Ok(Some(pid))` in the parent,
 /// `Ok(None)` in the child (pid 1 of the new pid namespace).
-pub fn clone_into(ns: &NamespacePlan) -> Result<Option<i32>, NamespaceError> {
+pub fn clone_into(
+    ns: &NamespacePlan,
+    cgroup: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<Option<i32>, NamespaceError> {
     let flags = clone_flags(ns);
-    sys::clone_fork(flags.bits()).map_err(|e| {
+    let cloned = match cgroup {
+        Some(dir) => sys::clone_fork_into(flags.bits(), dir),
+        None => sys::clone_fork(flags.bits()),
+    };
+    cloned.map_err(|e| {
         if ns.user
             && matches!(
                 e.errno,

@@ -597,7 +597,8 @@ impl Cgroup {
 
     /// On cgroup v1, the `tasks` file of every hierarchy, opened for the
     /// new process to move itself in ([`SelfJoin::join`]); `None` on v2,
-    /// where the parent moves it with [`Cgroup::add_pid`].
+    /// where a new init is cloned in ([`Cgroup::clone_target`]) and an
+    /// exec'd process moved in with [`Cgroup::add_pid`].
     ///
     /// Why: a write of another process's pid into `cgroup.procs` takes the
     /// kernel's thread-group lock for writing, which waits for an RCU grace
@@ -620,6 +621,22 @@ impl Cgroup {
             files.push((path, f));
         }
         Ok(Some(SelfJoin(files)))
+    }
+
+    /// On cgroup v2, the cgroup's directory, opened for `clone3` to make
+    /// the new init in (`CLONE_INTO_CGROUP`: nobody then writes its pid
+    /// into `cgroup.procs`, see [`Cgroup::self_join`] for why that
+    /// matters); `None` on v1.
+    pub fn clone_target(&self) -> Result<Option<CloneTarget>, CgroupError> {
+        if self.version != Version::V2 {
+            return Ok(None);
+        }
+        let path = self.v2_dir()?;
+        let f = fs::File::open(path).map_err(|e| io_err("cgroup2", "opening", path, e))?;
+        Ok(Some(CloneTarget {
+            dir: f.into(),
+            path: path.to_path_buf(),
+        }))
     }
 
     /// Every process in the cgroup and its descendants, sorted, in any
@@ -806,6 +823,26 @@ impl SelfJoin {
     pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         self.0.iter().map(|(_, f)| f.as_raw_fd()).collect()
+    }
+}
+
+/// A cgroup v2 directory, open for `clone3(CLONE_INTO_CGROUP)` (see
+/// [`Cgroup::clone_target`]).
+#[derive(Debug)]
+pub struct CloneTarget {
+    dir: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl CloneTarget {
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.dir)
+    }
+
+    /// Where the kernel has no `CLONE_INTO_CGROUP` (before 5.7): move
+    /// `pid` in through `cgroup.procs`, as [`Cgroup::add_pid`] does.
+    pub fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
+        write_file("cgroup2", &self.path.join("cgroup.procs"), &pid.to_string())
     }
 }
 

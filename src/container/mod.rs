@@ -596,12 +596,16 @@ pub fn create(
         (Some(sup), FinishOnDrop(None))
     };
     let progress = std::cell::RefCell::new(progress);
-    // On cgroup v1 the init moves itself in (see cgroups::SelfJoin).
-    let join = match &cgroup {
-        Some(cg) => cg.self_join().map_err(|e| usage(e.to_string()))?,
-        None => None,
+    // The init moves itself in (v1: cgroups::SelfJoin) or is cloned in
+    // (v2: cgroups::CloneTarget); nobody writes its pid into cgroup.procs.
+    let (join, into) = match &cgroup {
+        Some(cg) => (
+            cg.self_join().map_err(|e| usage(e.to_string()))?,
+            cg.clone_target().map_err(|e| usage(e.to_string()))?,
+        ),
+        None => (None, None),
     };
-    let joins = join.is_some();
+    let joins = join.is_some() || into.is_some();
     let place = |pid: i32| -> Result<(), Error> {
         // The init is made: it is what `delete` must find from now on.
         {
@@ -643,7 +647,11 @@ pub fn create(
         idmap.as_ref(),
         gate,
         console,
-        launch::Placement { join, then: place },
+        launch::Placement {
+            join,
+            into,
+            then: place,
+        },
         made_workdir,
         timer,
     )?;
@@ -1820,7 +1828,11 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
         landlock.as_ref(),
         true,
         console,
-        launch::Placement { join, then: place },
+        launch::Placement {
+            join,
+            into: None,
+            then: place,
+        },
         timer,
     )
     .map_err(|e| {
