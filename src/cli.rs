@@ -1014,25 +1014,18 @@ pub fn step(args: StepArgs, choice: &crate::policy::Choice) -> Result<i32, Error
         ),
         None => {}
     }
-    // The init moves itself in (v1: cgroups::SelfJoin) or is cloned in
-    // (v2: cgroups::CloneTarget); nobody writes its pid into cgroup.procs.
-    let (join, into) = match &cgroup {
-        Some(cg) => (
-            cg.0.self_join().map_err(|e| usage(e.to_string()))?,
-            cg.0.clone_target().map_err(|e| usage(e.to_string()))?,
-        ),
-        None => (None, None),
+    // The init moves itself in (v1) or is cloned in (v2): nobody writes
+    // its pid into cgroup.procs (cgroups::Cgroup::entry).
+    let entry = match &cgroup {
+        Some(cg) => cg.0.entry().map_err(|e| usage(e.to_string()))?,
+        None => Default::default(),
     };
-    let entered = join.is_some() || into.is_some();
+    let by_itself = entry.by_itself();
     let place = |pid: i32| match &cgroup {
-        Some(cg) if !entered => cg.0.add_pid(pid).map_err(|e| usage(e.to_string())),
+        Some(cg) if !by_itself => cg.0.add_pid(pid).map_err(|e| usage(e.to_string())),
         _ => Ok(()),
     };
-    let placement = launch::Placement {
-        join,
-        into,
-        then: place,
-    };
+    let placement = launch::Placement { entry, then: place };
     let result = launch::run(&plan, &idmap, timer, Some(&mut log), placement);
     drop(cgroup);
     let status = match &result {

@@ -102,16 +102,13 @@ impl Drop for ChildGuard {
     }
 }
 
-/// How a new init gets into its cgroup before it goes on: it moves itself
-/// in through `join` (cgroup v1, see `cgroups::SelfJoin`; the parent waits
-/// for its word), then `then` runs with its host pid (moves it in where
-/// there is no `join`, records it, runs the prestart and createRuntime
-/// hooks).
+/// How a new init gets into its cgroup before it goes on: by itself
+/// through `entry` (cgroup v1: it moves itself in, and the parent waits for
+/// its word; v2: it is cloned in), then `then` runs with its host pid
+/// (moves it in where `entry` cannot, records it, runs the prestart and
+/// createRuntime hooks).
 pub struct Placement<F> {
-    pub join: Option<crate::cgroups::SelfJoin>,
-    /// cgroup v2: the directory the init is cloned into
-    /// (`CLONE_INTO_CGROUP`); `then` must not move it again.
-    pub into: Option<crate::cgroups::CloneTarget>,
+    pub entry: crate::cgroups::Entry,
     pub then: F,
 }
 
@@ -160,8 +157,7 @@ pub fn run(
     placement: Placement<impl FnOnce(i32) -> Result<(), Error>>,
 ) -> Result<i32, Error> {
     let Placement {
-        mut join,
-        into,
+        entry: crate::cgroups::Entry { mut join, into },
         then: place,
     } = placement;
     timer.log(&format!("id maps: {}", idmap.describe()));
@@ -777,8 +773,7 @@ pub fn create(
     timer: Timer,
 ) -> Result<Created, Error> {
     let Placement {
-        mut join,
-        into,
+        entry: crate::cgroups::Entry { mut join, into },
         then: place,
     } = placement;
     if let Some(m) = idmap {
@@ -1100,8 +1095,7 @@ pub fn exec(
     // intermediate that forks it is container root by then, whom the
     // kernel would not let move it; `then` moves it there.)
     let Placement {
-        join,
-        into: _,
+        entry: crate::cgroups::Entry { join, into: _ },
         then: place,
     } = placement;
     landlock_preflight(landlock)?;

@@ -623,6 +623,16 @@ impl Cgroup {
         Ok(Some(SelfJoin(files)))
     }
 
+    /// How a new init gets in without anybody writing its pid into
+    /// `cgroup.procs`: [`Cgroup::self_join`] on v1, [`Cgroup::clone_target`]
+    /// on v2.
+    pub fn entry(&self) -> Result<Entry, CgroupError> {
+        Ok(Entry {
+            join: self.self_join()?,
+            into: self.clone_target()?,
+        })
+    }
+
     /// On cgroup v2, the cgroup's directory, opened for `clone3` to make
     /// the new init in (`CLONE_INTO_CGROUP`: nobody then writes its pid
     /// into `cgroup.procs`, see [`Cgroup::self_join`] for why that
@@ -797,6 +807,24 @@ fn io_err(controller: &str, op: &'static str, path: &Path, source: io::Error) ->
         op,
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// How a new process gets into its cgroup by itself (see
+/// [`Cgroup::entry`]); both `None`: the runtime moves it with
+/// [`Cgroup::add_pid`].
+#[derive(Debug, Default)]
+pub struct Entry {
+    /// v1: the process moves itself in.
+    pub join: Option<SelfJoin>,
+    /// v2: the process is cloned in.
+    pub into: Option<CloneTarget>,
+}
+
+impl Entry {
+    /// Whether the process gets in without [`Cgroup::add_pid`].
+    pub fn by_itself(&self) -> bool {
+        self.join.is_some() || self.into.is_some()
     }
 }
 

@@ -596,16 +596,13 @@ pub fn create(
         (Some(sup), FinishOnDrop(None))
     };
     let progress = std::cell::RefCell::new(progress);
-    // The init moves itself in (v1: cgroups::SelfJoin) or is cloned in
-    // (v2: cgroups::CloneTarget); nobody writes its pid into cgroup.procs.
-    let (join, into) = match &cgroup {
-        Some(cg) => (
-            cg.self_join().map_err(|e| usage(e.to_string()))?,
-            cg.clone_target().map_err(|e| usage(e.to_string()))?,
-        ),
-        None => (None, None),
+    // The init moves itself in (v1) or is cloned in (v2): nobody writes
+    // its pid into cgroup.procs (cgroups::Cgroup::entry).
+    let entry = match &cgroup {
+        Some(cg) => cg.entry().map_err(|e| usage(e.to_string()))?,
+        None => Default::default(),
     };
-    let joins = join.is_some() || into.is_some();
+    let by_itself = entry.by_itself();
     let place = |pid: i32| -> Result<(), Error> {
         // The init is made: it is what `delete` must find from now on.
         {
@@ -614,7 +611,7 @@ pub fn create(
             p.init_start_time = state::start_time(pid).unwrap_or(0);
             dir.save(&p)?;
         }
-        if let Some(cg) = cgroup.as_ref().filter(|_| !joins) {
+        if let Some(cg) = cgroup.as_ref().filter(|_| !by_itself) {
             cg.add_pid(pid).map_err(|e| usage(e.to_string()))?;
         }
         let state = serde_json::to_string(&oci_state(pid, Status::Creating)).unwrap_or_default();
@@ -647,11 +644,7 @@ pub fn create(
         idmap.as_ref(),
         gate,
         console,
-        launch::Placement {
-            join,
-            into,
-            then: place,
-        },
+        launch::Placement { entry, then: place },
         made_workdir,
         timer,
     )?;
@@ -1800,14 +1793,18 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
         &bounding_caps(Some(&process)),
     )?);
     let cgroup = cgroup_of(&saved);
-    // On cgroup v1 the process moves itself in (see cgroups::SelfJoin).
-    let join = match &cgroup {
-        Some(cg) => cg.self_join().map_err(|e| usage(e.to_string()))?,
-        None => None,
+    // On cgroup v1 the process moves itself in (cgroups::SelfJoin); on v2
+    // the runtime moves it (see launch::exec).
+    let entry = crate::cgroups::Entry {
+        join: match &cgroup {
+            Some(cg) => cg.self_join().map_err(|e| usage(e.to_string()))?,
+            None => None,
+        },
+        into: None,
     };
-    let joins = join.is_some();
+    let by_itself = entry.by_itself();
     let place = |pid: i32| match &cgroup {
-        Some(cg) if !joins => cg.add_pid(pid).map_err(|e| usage(e.to_string())),
+        Some(cg) if !by_itself => cg.add_pid(pid).map_err(|e| usage(e.to_string())),
         _ => Ok(()),
     };
     // The process is forked by an intermediate that exits at once: as a
@@ -1828,11 +1825,7 @@ pub fn exec(root: &Path, a: &ExecArgs, verbose: bool) -> Result<i32, Error> {
         landlock.as_ref(),
         true,
         console,
-        launch::Placement {
-            join,
-            into: None,
-            then: place,
-        },
+        launch::Placement { entry, then: place },
         timer,
     )
     .map_err(|e| {
