@@ -30,7 +30,7 @@ fn every_exec_of_every_process_is_recorded() {
              (setsid sh -c 'exec /bin/echo daemon' &); sleep 0.3; \
              {probe} thread-exec /bin/echo from-thread; \
              {probe} memfd-exec /bin/echo from-memfd; \
-             env no-such-tool-xyz 2>/dev/null; true"
+             env no-such-tool-xyz --flag 'two words' 2>/dev/null; true"
         );
         let r = audited(m, &d, &log, &["--", "sh", "-c", &script]);
         assert_eq!(r.code, 0, "{r:?}");
@@ -55,7 +55,8 @@ fn every_exec_of_every_process_is_recorded() {
             x.iter().any(|e| e.result == "failed"
                 && e.path
                     .as_deref()
-                    .is_some_and(|p| p.ends_with("/no-such-tool-xyz"))),
+                    .is_some_and(|p| p.ends_with("/no-such-tool-xyz"))
+                && e.argv == ["no-such-tool-xyz", "--flag", "two words"]),
             "{x:?}"
         );
         // Fields of an exec record.

@@ -447,9 +447,15 @@ impl Supervisor<'_> {
     /// The exec stop: record what the kernel loaded, then release the task
     /// (or kill it when the record cannot be written).
     fn on_exec(&mut self, pid: Pid) {
-        let former = ptrace::getevent(pid)
-            .map(|t| t as i32)
-            .unwrap_or(pid.as_raw());
+        // The thread that called exec (another than the leader, when a
+        // thread did): asked only when it could be another thread.
+        let former = if self.pending.len() == 1 && self.pending.contains_key(&pid.as_raw()) {
+            pid.as_raw()
+        } else {
+            ptrace::getevent(pid)
+                .map(|t| t as i32)
+                .unwrap_or(pid.as_raw())
+        };
         let attempt = self
             .pending
             .remove(&former)
@@ -565,32 +571,25 @@ fn set_argv(rec: &mut Exec, argv: Vec<String>) {
 
 /// The record of a loaded program, from /proc at the exec stop.
 fn read_loaded(pid: i32, maps: &(String, String)) -> Exec {
-    let proc = |f: &str| format!("/proc/{pid}/{f}");
-    let link = |f: &str| fs::read_link(proc(f)).ok().map(|p| p.display().to_string());
     let mut rec = Exec {
         pid,
-        cwd: link("cwd"),
-        resolved: link("exe"),
         ..Default::default()
     };
-    if let Some(status) = read_proc(&proc("status")) {
-        let status = String::from_utf8_lossy(&status);
-        for line in status.lines() {
-            let mut f = line.split_whitespace();
-            match f.next() {
-                Some("PPid:") => rec.ppid = f.next().and_then(|v| v.parse().ok()),
-                Some("Uid:") => rec.host_uid = f.next().and_then(|v| v.parse().ok()),
-                Some("Gid:") => rec.host_gid = f.next().and_then(|v| v.parse().ok()),
-                Some("NSpid:") => rec.pid_inside = f.last().and_then(|v| v.parse().ok()),
-                _ => {}
-            }
+    // /proc/PID is looked up once; its entries are read relative to it.
+    let dir = ProcDir::open(pid);
+    if let Some(dir) = &dir {
+        rec.cwd = dir.link("cwd");
+        rec.resolved = dir.link("exe");
+        if let Some(status) = dir.read("status") {
+            read_status(&status, &mut rec);
         }
     }
     rec.uid = rec.host_uid.and_then(|u| inside_id(&maps.0, u));
     rec.gid = rec.host_gid.and_then(|g| inside_id(&maps.1, g));
     let (argv, env) = read_initial_stack(pid).unwrap_or_else(|| {
         let read = |f: &str| {
-            read_proc(&proc(f))
+            dir.as_ref()
+                .and_then(|d| d.read(f))
                 .map(|d| split_nul(&d))
                 .unwrap_or_default()
         };
@@ -607,25 +606,84 @@ fn read_loaded(pid: i32, maps: &(String, String)) -> Exec {
     rec
 }
 
-/// Read a /proc file whole with plain reads (no statx for a size hint:
-/// /proc files report size 0 anyway). A read shorter than the buffer is
-/// the end: /proc/PID/status is generated whole at the first read.
-fn read_proc(path: &str) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut f = fs::File::open(path).ok()?;
-    let mut out = Vec::with_capacity(4096);
-    let mut buf = [0u8; 4096];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => return Some(out),
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                if n < buf.len() {
-                    return Some(out);
+/// A task's `/proc/PID` directory (`O_PATH`), so that the reads of one
+/// record walk `/proc` and look the pid up once, not once per file.
+struct ProcDir(fs::File);
+
+impl ProcDir {
+    fn open(pid: i32) -> Option<ProcDir> {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(format!("/proc/{pid}"))
+            .ok()
+            .map(ProcDir)
+    }
+
+    /// The target of a symbolic link (`cwd`, `exe`).
+    fn link(&self, name: &str) -> Option<String> {
+        use std::os::fd::AsRawFd;
+        nix::fcntl::readlinkat(Some(self.0.as_raw_fd()), name)
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+
+    /// A file whole, with plain reads (no statx for a size hint: /proc
+    /// files report size 0 anyway). A read shorter than the buffer is the
+    /// end: /proc/PID/status is generated whole at the first read.
+    fn read(&self, name: &str) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let fd = sys::openat2(
+            self.0.as_fd(),
+            std::path::Path::new(name),
+            libc::O_RDONLY,
+            0,
+        )
+        .ok()?;
+        let mut f = fs::File::from(fd);
+        let mut out = Vec::with_capacity(4096);
+        let mut buf = [0u8; 4096];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => return Some(out),
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if n < buf.len() {
+                        return Some(out);
+                    }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return if out.is_empty() { None } else { Some(out) },
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return if out.is_empty() { None } else { Some(out) },
+        }
+    }
+}
+
+/// The parent pid, the real uid and gid on the host and the pid inside
+/// (the last `NSpid` field) from a `/proc/PID/status`. The lines come in
+/// the kernel's fixed order, `NSpid` after the others: reading stops there.
+fn read_status(status: &[u8], rec: &mut Exec) {
+    for line in status.split(|b| *b == b'\n') {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let mut fields = line[colon + 1..]
+            .split(u8::is_ascii_whitespace)
+            .filter(|f| !f.is_empty())
+            .map(|f| std::str::from_utf8(f).ok()?.parse::<i64>().ok());
+        match &line[..colon] {
+            b"PPid" => rec.ppid = fields.next().flatten().and_then(|v| i32::try_from(v).ok()),
+            b"Uid" => rec.host_uid = fields.next().flatten().and_then(|v| u32::try_from(v).ok()),
+            b"Gid" => rec.host_gid = fields.next().flatten().and_then(|v| u32::try_from(v).ok()),
+            b"NSpid" => {
+                rec.pid_inside = fields
+                    .next_back()
+                    .flatten()
+                    .and_then(|v| i32::try_from(v).ok());
+                return;
+            }
+            _ => {}
         }
     }
 }
@@ -655,29 +713,44 @@ fn split_nul(data: &[u8]) -> Vec<String> {
 
 const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 
-/// Read up to `len` bytes of another task's memory at `addr`, stopping
-/// early at the first unmapped page (`process_vm_readv`: one system call,
-/// no /proc path to walk). Empty when nothing could be read.
-fn read_remote(pid: i32, addr: u64, len: usize) -> Vec<u8> {
+/// Read ranges `(addr, len)` of another task's memory in one system call
+/// (`process_vm_readv`), into one buffer, the ranges back to back. The
+/// kernel stops at the first page that cannot be read: the second value
+/// is how many bytes were read, so a range ending in or after it was cut.
+fn read_remote_ranges(pid: i32, ranges: &[(u64, usize)]) -> (Vec<u8>, usize) {
     use nix::sys::uio::{process_vm_readv, RemoteIoVec};
-    let mut out = vec![0u8; len];
+    let total = ranges.iter().map(|r| r.1).sum();
+    let mut out = vec![0u8; total];
     // Split at page boundaries: process_vm_readv stops at the first remote
     // range that faults, so a read running off the end of a mapping still
     // returns the pages before it.
-    let mut remote = Vec::new();
-    let (mut at, end) = (addr, addr.saturating_add(len as u64));
-    while at < end {
-        let next = ((at | 0xfff) + 1).min(end);
-        remote.push(RemoteIoVec {
-            base: at as usize,
-            len: (next - at) as usize,
-        });
-        at = next;
+    let mut remote = Vec::with_capacity(ranges.len() + 1);
+    for &(addr, len) in ranges {
+        let (mut at, end) = (addr, addr.saturating_add(len as u64));
+        while at < end {
+            let next = ((at | 0xfff) + 1).min(end);
+            remote.push(RemoteIoVec {
+                base: at as usize,
+                len: (next - at) as usize,
+            });
+            at = next;
+        }
     }
-    let n = {
+    // The kernel takes at most IOV_MAX (1024) ranges in one call.
+    remote.truncate(1024);
+    let n = if remote.is_empty() {
+        0
+    } else {
         let mut local = [std::io::IoSliceMut::new(&mut out)];
         process_vm_readv(Pid::from_raw(pid), &mut local, &remote).unwrap_or(0)
     };
+    (out, n)
+}
+
+/// Read up to `len` bytes of another task's memory at `addr`, stopping
+/// early at the first unmapped page. Empty when nothing could be read.
+fn read_remote(pid: i32, addr: u64, len: usize) -> Vec<u8> {
+    let (mut out, n) = read_remote_ranges(pid, &[(addr, len)]);
     out.truncate(n);
     out
 }
@@ -691,9 +764,21 @@ fn pointer(chunk: &[u8]) -> u64 {
     }
 }
 
+/// The first read of a string at `addr`: 256 bytes (most strings are
+/// shorter), never across a page boundary, at most `max`.
+fn first_chunk(addr: u64, max: usize) -> usize {
+    (0x1000 - (addr & 0xfff) as usize).min(256).min(max)
+}
+
+/// The string at the start of `got`, if it ends there (a NUL).
+fn cstr_in(got: &[u8]) -> Option<String> {
+    let end = got.iter().position(|b| *b == 0)?;
+    Some(String::from_utf8_lossy(&got[..end]).into_owned())
+}
+
 /// A NUL-terminated string of another task, at most `max` bytes (cut
-/// there); `None` when its first byte cannot be read. Read 256 bytes at a
-/// time (most strings are short), never across a page boundary in one go.
+/// there); `None` when its first byte cannot be read. Read a chunk at a
+/// time (see [`first_chunk`]).
 fn read_remote_cstr(pid: i32, addr: u64, max: usize) -> Option<String> {
     if addr == 0 {
         return None;
@@ -701,10 +786,7 @@ fn read_remote_cstr(pid: i32, addr: u64, max: usize) -> Option<String> {
     let mut out = Vec::new();
     while out.len() < max {
         let at = addr + out.len() as u64;
-        let chunk = (0x1000 - (at & 0xfff) as usize)
-            .min(256)
-            .min(max - out.len());
-        let got = read_remote(pid, at, chunk);
+        let got = read_remote(pid, at, first_chunk(at, max - out.len()));
         if got.is_empty() {
             break;
         }
@@ -717,8 +799,52 @@ fn read_remote_cstr(pid: i32, addr: u64, max: usize) -> Option<String> {
     (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
+/// The strings at `addrs` (an argv), each as [`read_remote_cstr`] reads
+/// it, up to the first that cannot be read or until `limit` bytes: the
+/// first chunks of all of them in one system call, then one by one only
+/// those longer than their first chunk. A string already read (`known`:
+/// its address and value, such as the exec's path, often argv[0]) is not
+/// read again.
+fn read_remote_cstrs(
+    pid: i32,
+    addrs: &[u64],
+    limit: usize,
+    known: Option<(u64, &str)>,
+) -> Vec<String> {
+    let known = known.filter(|(a, _)| *a != 0);
+    let ranges: Vec<(u64, usize)> = addrs
+        .iter()
+        .map(|&a| match known {
+            Some((k, _)) if k == a => (a, 0),
+            _ => (a, first_chunk(a, limit)),
+        })
+        .collect();
+    let (buf, n) = read_remote_ranges(pid, &ranges);
+    let mut out = Vec::with_capacity(addrs.len());
+    let (mut off, mut used) = (0, 0);
+    for &(addr, len) in &ranges {
+        if used > limit {
+            break;
+        }
+        let got = &buf[off.min(n)..(off + len).min(n)];
+        off += len;
+        let again = match known {
+            Some((k, v)) if k == addr => Some(v.to_string()),
+            _ => cstr_in(got),
+        };
+        let Some(s) = again.or_else(|| read_remote_cstr(pid, addr, limit)) else {
+            break;
+        };
+        used += s.len() + 1;
+        out.push(s);
+    }
+    out
+}
+
 /// Path and argv of an exec attempt, read from the task's memory at the
-/// notification (used only for attempts that fail, i.e. never run).
+/// notification (used only for attempts that fail, i.e. never run): the
+/// path and the argv pointer array in one system call, the strings in
+/// another.
 fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
     // execve(path, argv, envp) / execveat(dirfd, path, argv, envp, flags)
     let execveat = (data.arch == AUDIT_ARCH_I386 && data.nr == 358)
@@ -728,31 +854,41 @@ fn read_attempt(tid: i32, data: &sys::SeccompData) -> Attempt {
     } else {
         (data.args[0], data.args[1])
     };
-    let path = read_remote_cstr(tid, path_ptr, 4096);
     // The pointer array (64 pointers, then up to 512 when longer), then
     // each string. i386 callers pass an array of 32-bit pointers.
     let width = if data.arch == AUDIT_ARCH_I386 { 4 } else { 8 };
-    let mut ptrs = if argv_ptr == 0 {
+    let path_len = if path_ptr == 0 {
+        0
+    } else {
+        first_chunk(path_ptr, 4096)
+    };
+    let ptrs_len = if argv_ptr == 0 { 0 } else { 64 * width };
+    let (buf, n) = read_remote_ranges(tid, &[(path_ptr, path_len), (argv_ptr, ptrs_len)]);
+    let path = match cstr_in(&buf[..path_len.min(n)]) {
+        Some(p) => Some(p),
+        None => read_remote_cstr(tid, path_ptr, 4096),
+    };
+    let mut ptrs = if n >= path_len + ptrs_len {
+        buf[path_len..].to_vec()
+    } else if argv_ptr == 0 {
         Vec::new()
     } else {
-        read_remote(tid, argv_ptr, 64 * width)
+        read_remote(tid, argv_ptr, ptrs_len)
     };
     if ptrs.len() == 64 * width && ptrs.chunks_exact(width).all(|c| pointer(c) != 0) {
         ptrs.extend(read_remote(tid, argv_ptr + ptrs.len() as u64, 448 * width));
     }
-    let mut argv = Vec::new();
-    let mut used = 0;
-    for chunk in ptrs[..ptrs.len() - ptrs.len() % width].chunks_exact(width) {
-        let p = pointer(chunk);
-        if p == 0 || used > ARGV_LIMIT {
-            break;
-        }
-        let Some(s) = read_remote_cstr(tid, p, ARGV_LIMIT) else {
-            break;
-        };
-        used += s.len() + 1;
-        argv.push(s);
-    }
+    let addrs: Vec<u64> = ptrs[..ptrs.len() - ptrs.len() % width]
+        .chunks_exact(width)
+        .map(pointer)
+        .take_while(|p| *p != 0)
+        .collect();
+    // A path cut at 4 KiB is read again as an argument, in full.
+    let known = path
+        .as_deref()
+        .filter(|p| p.len() < 4096)
+        .map(|p| (path_ptr, p));
+    let argv = read_remote_cstrs(tid, &addrs, ARGV_LIMIT, known);
     Attempt { path, argv }
 }
 
@@ -800,4 +936,61 @@ fn read_initial_stack(pid: i32) -> Option<(Vec<String>, Vec<String>)> {
         i += 1;
     }
     Some((argv, env))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_gives_parent_ids_and_the_pid_inside() {
+        let status = b"Name:\ttrue\nUmask:\t0022\nState:\tt (tracing stop)\nTgid:\t4242\n\
+            Ngid:\t0\nPid:\t4242\nPPid:\t4241\nTracerPid:\t77\nUid:\t1879048192\t1879048192\t1879048192\t1879048192\n\
+            Gid:\t1879048193\t1879048193\t1879048193\t1879048193\nFDSize:\t64\nGroups:\t\n\
+            NStgid:\t4242\t3\nNSpid:\t4242\t3\nNSpgid:\t4240\t1\nVmPeak:\t   1 kB\n";
+        let mut rec = Exec::default();
+        read_status(status, &mut rec);
+        assert_eq!(rec.ppid, Some(4241));
+        assert_eq!(rec.host_uid, Some(1_879_048_192));
+        assert_eq!(rec.host_gid, Some(1_879_048_193));
+        assert_eq!(rec.pid_inside, Some(3));
+        // Hostile or cut: no panic, nothing invented.
+        let mut rec = Exec::default();
+        read_status(b"PPid:\nUid:\tx\nNSpid:\t-1 99999999999\n:\n", &mut rec);
+        assert_eq!((rec.ppid, rec.host_uid, rec.pid_inside), (None, None, None));
+    }
+
+    /// The remote reads on this process's own memory (process_vm_readv of
+    /// itself): strings shorter and longer than a chunk, one across a page
+    /// boundary, a known string not read again, and an unreadable one.
+    #[test]
+    fn argv_strings_are_read_in_one_pass_and_whole() {
+        let me = std::process::id() as i32;
+        let short = b"/bin/true\0".to_vec();
+        let long: Vec<u8> = std::iter::repeat_n(b'x', 5000).chain([0]).collect();
+        // A string that starts 3 bytes before a page boundary.
+        let page = vec![b'p'; 3 * 4096];
+        let base = page.as_ptr() as u64;
+        let cross = ((base | 0xfff) + 1) - 3;
+        let mut page = page;
+        let at = (cross - base) as usize;
+        page[at..at + 9].copy_from_slice(b"crossing\0");
+        let addrs = [
+            short.as_ptr() as u64,
+            long.as_ptr() as u64,
+            base + at as u64,
+        ];
+        let got = read_remote_cstrs(me, &addrs, ARGV_LIMIT, None);
+        assert_eq!(got, ["/bin/true", &"x".repeat(5000), "crossing"]);
+        // The known string is taken as given (here deliberately different
+        // from memory, to see it was not read).
+        let got = read_remote_cstrs(me, &addrs[..1], ARGV_LIMIT, Some((addrs[0], "known")));
+        assert_eq!(got, ["known"]);
+        // An unreadable pointer ends the list there.
+        let got = read_remote_cstrs(me, &[addrs[0], 8, addrs[2]], ARGV_LIMIT, None);
+        assert_eq!(got, ["/bin/true"]);
+        // The limit cuts the list once exceeded.
+        let got = read_remote_cstrs(me, &[addrs[1], addrs[0]], 100, None);
+        assert_eq!(got, ["x".repeat(100)]);
+    }
 }
