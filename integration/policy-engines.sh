@@ -72,6 +72,12 @@ on_exit "${P2[*]} rm -af -t 0 >/dev/null 2>&1; umount_under $PS; umount_under $P
 "${P2[@]}" load -q -i "$WORK/image.tar" >/dev/null
 check "podman run --network none under build runs, root inside" "uid=0(root)" \
   "${P2[@]}" --runtime "$BUILD" run --rm "${ULIMITS[@]}" --network none "$IMG" id
+check_rc "podman run -v /var/lib/containers (the whole tree): never" 126 \
+  "bind of /var/lib/containers exposes /var/lib/containers/storage/libpod" \
+  "${P2[@]}" --runtime "$BUILD" run --rm "${ULIMITS[@]}" --network none -v /var/lib/containers:/x "$IMG" true
+check "podman run -v NAMED_VOLUME under build runs (volumes stay allowed)" "vol-ok" \
+  "${P2[@]}" --runtime "$BUILD" run --rm "${ULIMITS[@]}" --network none -v bcvol:/data "$IMG" \
+  sh -c 'echo ok > /data/f && echo vol-$(cat /data/f)'
 check "podman run under build: the profile is in the state" "org.buildcell.policy.profile" \
   sh -c "${P2[*]} --runtime $BUILD run -d --name st ${ULIMITS[*]} --network none $IMG sleep 30 >/dev/null &&
          $BUILD state \$(${P2[*]} inspect -f '{{.Id}}' st)"

@@ -262,6 +262,58 @@ fn build_allows_buildahs_default_run_directory_and_nothing_else_of_var_tmp() {
     assert!(v[0].contains("/var/tmp/buildah*"), "{v:?}");
 }
 
+#[test]
+fn build_refuses_the_engines_trees_whole_and_their_databases_and_keys() {
+    let bind = |src: &str| {
+        engine_like(serde_json::json!({"mounts": [
+            {"destination": "/x", "type": "bind", "source": src, "options": ["rbind", "rw"]}
+        ]}))
+    };
+    // What the engines bind: per-container files, volumes.
+    for ok in [
+        "/var/lib/docker/containers/14074eb7/hosts",
+        "/var/lib/docker/volumes/cache/_data",
+        "/var/lib/containers/storage/overlay-containers/9f92e67e/userdata/shm",
+        "/var/lib/containers/storage/volumes/v/_data",
+        "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/d51a/resolv.conf",
+        "/home/u/.local/share/containers/storage/overlay-containers/69/userdata/shm",
+    ] {
+        let v = run_check(&build(), &bind(ok), true);
+        assert!(v.is_empty(), "{ok}: {v:?}");
+    }
+    // A whole tree, or what is inside it that no engine binds.
+    for (bad, names) in [
+        ("/var/lib/docker", "/var/lib/docker/image"),
+        (
+            "/var/lib/docker/swarm/certificates",
+            "/var/lib/docker/swarm",
+        ),
+        (
+            "/var/lib/containers/storage",
+            "/var/lib/containers/storage/libpod",
+        ),
+        (
+            "/var/lib/containers/storage/secrets/filedriver",
+            "/var/lib/containers/storage/secrets",
+        ),
+        (
+            "/var/lib/containerd",
+            "/var/lib/containerd/io.containerd.metadata.v1.bolt",
+        ),
+        (
+            "/home/u/.local/share/containers/storage",
+            "/home/u/.local/share/containers/storage/libpod",
+        ),
+    ] {
+        let v = run_check(&build(), &bind(bad), true);
+        assert_eq!(v.len(), 1, "{bad}: {v:?}");
+        assert!(
+            v[0].contains(&format!("exposes {names},")) && v[0].contains("never allows"),
+            "{bad}: {v:?}"
+        );
+    }
+}
+
 fn spec_of(v: serde_json::Value) -> oci_spec::runtime::Spec {
     serde_json::from_value(v).unwrap()
 }
