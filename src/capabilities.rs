@@ -84,9 +84,13 @@ fn set_ids(user: &UserPlan) -> Result<(), CapError> {
         .collect();
     match setgroups(&groups) {
         Ok(()) => {}
-        // setgroups is denied in a user namespace with a single-id map;
-        // with nothing to set that is fine.
-        Err(nix::errno::Errno::EPERM) if groups.is_empty() => {}
+        // setgroups is denied in a user namespace with a single-id map
+        // written without newgidmap; there the only group is the one gid
+        // mapped, so the supplementary groups are left out (as in runc).
+        Err(nix::errno::Errno::EPERM)
+            if groups.is_empty()
+                || std::fs::read_to_string("/proc/self/setgroups")
+                    .is_ok_and(|s| s.trim() == "deny") => {}
         Err(e) => return Err(sys("setgroups")(e)),
     }
     let gid = Gid::from_raw(user.gid);

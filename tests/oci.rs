@@ -273,7 +273,8 @@ fn config_fields_are_applied() {
         let script = "hostname; echo cwd=$(pwd); echo env=$FOO; id; ulimit -n; umask; \
                       grep -E '^(NoNewPrivs|CapEff)' /proc/self/status; \
                       cat /proc/kcore | head -c 1 | wc -c; touch /proc/sys/kernel/x 2>&1; \
-                      touch /rootfs-write 2>&1; echo done";
+                      touch /rootfs-write 2>&1; echo setgroups=$(cat /proc/self/setgroups); \
+                      echo uidmap=$(cat /proc/self/uid_map); echo done";
         let b = bundle(mode, "fields", &["sh", "-c", script], |c| {
             c["hostname"] = json!("fieldhost");
             c["process"]["cwd"] = json!("/tmp");
@@ -292,6 +293,10 @@ fn config_fields_are_applied() {
                 c["linux"]["namespaces"] = json!(ns);
                 c["process"]["user"] =
                     json!({"uid": 1000, "gid": 1000, "additionalGids": [10], "umask": 23});
+            } else {
+                // setgroups is denied with the single-id map (below): the
+                // supplementary group is left out, the container still runs.
+                c["process"]["user"]["additionalGids"] = json!([0]);
             }
         });
         let r = rt(mode, &b, &["run", "f1"]);
@@ -305,6 +310,12 @@ fn config_fields_are_applied() {
             Mode::User => {
                 assert!(out.contains("uid=0 gid=0"), "{out}");
                 assert!(out.contains("\n0027\n"), "{out}");
+                // The bundle maps the caller's own ids alone: written by
+                // buildcell itself, setgroups denied (as runc does), no
+                // newuidmap/newgidmap.
+                let me = caller_uid(mode);
+                assert!(out.contains(&format!("uidmap= 0 {me} 1\n")), "{out}");
+                assert!(out.contains("setgroups=deny\n"), "{out}");
             }
         }
         assert!(out.contains("\n256\n"), "rlimit: {out}");
