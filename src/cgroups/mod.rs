@@ -890,6 +890,33 @@ pub(crate) fn write_file(controller: &str, path: &Path, value: &str) -> Result<(
     f.write_all(value.as_bytes()).map_err(err)
 }
 
+/// Write each of `values` to `path` with a write of its own, through one
+/// open file (a v1 `devices.allow` takes one rule per write).
+pub(crate) fn write_each(
+    controller: &str,
+    path: &Path,
+    values: &[String],
+) -> Result<(), CgroupError> {
+    let err = |value: &str, source| CgroupError::Write {
+        controller: controller.to_string(),
+        value: value.to_string(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let Some(first) = values.first() else {
+        return Ok(());
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| err(first, e))?;
+    for v in values {
+        f.write_all(v.as_bytes()).map_err(|e| err(v, e))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn read_file(controller: &str, path: &Path) -> Result<String, CgroupError> {
     fs::read_to_string(path).map_err(|e| io_err(controller, "reading", path, e))
 }
@@ -910,13 +937,16 @@ pub(crate) fn mkdir_all(
     created: &mut Vec<PathBuf>,
     after_mkdir: &mut dyn FnMut(&Path) -> Result<(), CgroupError>,
 ) -> Result<(), CgroupError> {
-    if path.is_dir() {
-        return Ok(());
+    // mkdir first (the usual case: the parent exists, the cgroup does
+    // not); the parents only when it says they are missing.
+    let mut made = fs::create_dir(path);
+    if matches!(&made, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+        if let Some(parent) = path.parent() {
+            mkdir_all(controller, parent, created, after_mkdir)?;
+        }
+        made = fs::create_dir(path);
     }
-    if let Some(parent) = path.parent() {
-        mkdir_all(controller, parent, created, after_mkdir)?;
-    }
-    match fs::create_dir(path) {
+    match made {
         Ok(()) => {
             created.push(path.to_path_buf());
             after_mkdir(path)

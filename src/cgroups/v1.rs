@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::resources::{pids_value, v1_bytes};
 use super::{
-    mkdir_all, read_file, wait_until, write_file, Cgroup, CgroupDir, CgroupError, FreezerState,
-    Resources,
+    mkdir_all, read_file, wait_until, write_each, write_file, Cgroup, CgroupDir, CgroupError,
+    FreezerState, Resources,
 };
 
 /// Creates the directory of one hierarchy; in the cpuset hierarchy every new
@@ -133,9 +133,17 @@ pub(super) fn apply(cg: &Cgroup, r: &Resources) -> Result<(), CgroupError> {
         let deny = dir.join("devices.deny");
         let allow = dir.join("devices.allow");
         write_file("devices", &deny, "a")?;
-        for rule in rules {
-            let file = if rule.allow { &allow } else { &deny };
-            write_file("devices", file, &rule.render_v1())?;
+        // Consecutive rules of one kind through one open file, in order.
+        let mut i = 0;
+        while i < rules.len() {
+            let kind = rules[i].allow;
+            let run: Vec<String> = rules[i..]
+                .iter()
+                .take_while(|r| r.allow == kind)
+                .map(|r| r.render_v1())
+                .collect();
+            i += run.len();
+            write_each("devices", if kind { &allow } else { &deny }, &run)?;
         }
     }
     Ok(())
