@@ -290,8 +290,16 @@ impl ContainerDir {
         })
     }
 
-    /// Replace state.json atomically (write a temporary file, rename).
+    /// Replace state.json atomically: a new file, exchanged with the old
+    /// one (`renameat2(RENAME_EXCHANGE)`), which is then unlinked; the
+    /// first save is a plain rename. A rename over an existing file would
+    /// make ext4 (where /run is not a tmpfs) write the new file's data out
+    /// first, its `auto_da_alloc` heuristic: 0.2-0.3 ms a save, six saves a
+    /// `run`. Readers see the old state or the new one, never a part. The
+    /// state is not synced either way: after a power loss it may be empty,
+    /// which `state` reports as corrupt and `delete --force` removes.
     pub fn save(&self, saved: &Saved) -> Result<(), StateError> {
+        use nix::fcntl::{renameat2, RenameFlags};
         let path = self.state_path();
         let tmp = self.dir.join("state.json.tmp");
         let data = serde_json::to_vec(saved).map_err(|source| StateError::Corrupt {
@@ -299,9 +307,26 @@ impl ContainerDir {
             path: path.clone(),
             source,
         })?;
-        let mut f = fs::File::create(&tmp).map_err(io(&self.id, &tmp))?;
+        // A temporary file left by a save that died half-way goes first:
+        // truncating it would cost the same flush.
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::File::create_new(&tmp).map_err(io(&self.id, &tmp))?;
         f.write_all(&data).map_err(io(&self.id, &tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&self.id, &path))
+        drop(f);
+        match renameat2(None, &tmp, None, &path, RenameFlags::RENAME_EXCHANGE) {
+            Ok(()) => {
+                // The old state, now under the temporary name (a leftover
+                // goes at the next save or with the directory).
+                let _ = fs::remove_file(&tmp);
+                Ok(())
+            }
+            // No state.json yet (the first save), or a file system
+            // without the exchange.
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL) => {
+                fs::rename(&tmp, &path).map_err(io(&self.id, &path))
+            }
+            Err(e) => Err(io(&self.id, &path)(e.into())),
+        }
     }
 
     /// Remove the directory and everything in it.
