@@ -573,6 +573,15 @@ fn cgroup_limits_pause_update_ps_and_cleanup() {
                 .trim(),
             "67108864"
         );
+        // Cgroups made inside the container's own (a manager nested in
+        // it would): removed with it, deepest first.
+        fs::create_dir_all(memdir.join("sub/deeper")).unwrap();
+        fs::create_dir_all(
+            Path::new("/sys/fs/cgroup/pids")
+                .join(cg.trim_start_matches('/'))
+                .join("sub"),
+        )
+        .unwrap();
         ok(rt(mode, &b, &["delete", "--force", "g1"]));
         assert!(!memdir.exists(), "cgroup left behind");
         for h in ["pids", "cpu", "freezer", "devices"] {

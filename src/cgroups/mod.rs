@@ -992,12 +992,12 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// rmdir `dir` after its children, deepest first, retrying EBUSY while
-/// processes exit. ENOENT is success.
+/// rmdir `dir`, retrying EBUSY while processes exit. Its children (the
+/// cgroups a container made inside its own) are looked for only when the
+/// rmdir says busy, and removed first, deepest first: most cgroups have
+/// none, and listing a v1 directory walks all its control files. ENOENT
+/// is success.
 fn remove_tree(controller: &str, dir: &Path) -> Result<(), CgroupError> {
-    for sub in subdirs(dir) {
-        remove_tree(controller, &sub)?;
-    }
     let start = std::time::Instant::now();
     let mut delay = Duration::from_millis(5);
     loop {
@@ -1005,8 +1005,14 @@ fn remove_tree(controller: &str, dir: &Path) -> Result<(), CgroupError> {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < REMOVE_TIMEOUT => {
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_millis(100));
+                let children = subdirs(dir);
+                if children.is_empty() {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_millis(100));
+                }
+                for sub in children {
+                    remove_tree(controller, &sub)?;
+                }
             }
             Err(e) => return Err(io_err(controller, "removing", dir, e)),
         }
