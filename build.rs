@@ -1,14 +1,14 @@
 //! Compile `seccomp/default.json` to BPF at build time, with the same code
-//! the runtime uses (src/seccomp.rs), for the capability set of
+//! the runtime uses (src/seccomp/), for the capability set of
 //! `buildcell step`. Parsing the JSON at every start cost ~0.5 MiB of peak
 //! RSS; the embedded BPF costs nothing. A profile that fails to compile
 //! fails the build.
 
 #[allow(dead_code)]
-#[path = "src/seccomp.rs"]
+#[path = "src/seccomp/mod.rs"]
 mod seccomp;
 
-/// What `src/syscalls.rs` is in the crate, for `seccomp.rs` at build time.
+/// What `src/syscalls.rs` is in the crate, for `src/seccomp/` at build time.
 mod syscalls {
     /// The number of x86_64 syscall `name`.
     pub fn number(name: &str) -> Option<i64> {
@@ -52,7 +52,7 @@ const STEP_CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVI
 
 fn main() {
     println!("cargo:rerun-if-changed=seccomp/default.json");
-    println!("cargo:rerun-if-changed=src/seccomp.rs");
+    println!("cargo:rerun-if-changed=src/seccomp");
     // ci/build-release.sh links by this order: a new order must relink.
     println!("cargo:rerun-if-changed=ci/symbol-order.txt");
     // `buildcell --version` prints the commit (docker parses `commit:`).
