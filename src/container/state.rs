@@ -386,6 +386,49 @@ mod tests {
         }
     }
 
+    /// Each save replaces the whole state (the first by rename, the next
+    /// by exchange), leaves no temporary file, and is not stopped by one
+    /// a save that died left behind.
+    #[test]
+    fn saves_replace_the_state_whole() {
+        let root = std::env::temp_dir().join(format!("bc-state-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let dir = ContainerDir::create(&root, "c1").unwrap();
+        let mut saved = Saved {
+            oci: OciState {
+                oci_version: "1.2.0".into(),
+                id: "c1".into(),
+                pid: 0,
+                status: Status::Creating,
+                bundle: "/b".into(),
+                rootfs: "/b/rootfs".into(),
+                created: String::new(),
+                owner: "0".into(),
+                annotations: Default::default(),
+            },
+            init_start_time: 0,
+            cgroup: None,
+            audit_log: None,
+            supervisor_pid: None,
+            config_sha256: String::new(),
+            userns: None,
+            overlay_workdir: None,
+            supervisor_start_time: None,
+        };
+        for pid in 1..=3 {
+            saved.oci.pid = pid;
+            dir.save(&saved).unwrap();
+            assert_eq!(dir.load().unwrap().oci.pid, pid);
+            assert!(!dir.dir.join("state.json.tmp").exists());
+        }
+        fs::write(dir.dir.join("state.json.tmp"), "half a sta").unwrap();
+        saved.oci.status = Status::Created;
+        dir.save(&saved).unwrap();
+        assert!(matches!(dir.load().unwrap().oci.status, Status::Created));
+        assert!(!dir.dir.join("state.json.tmp").exists());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn own_start_time_is_read() {
         let me = std::process::id() as i32;
