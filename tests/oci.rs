@@ -1001,7 +1001,7 @@ fn bundle_seccomp_and_rootfs_propagation_are_applied_as_configured() {
         let b = bundle(
             mode,
             "seccomp",
-            &["sh", "-c", "mkdir /tmp/a 2>&1; mkdir -p /tmp/b && rmdir /tmp/b 2>&1; /probe syscall fchmodat2; grep Seccomp: /proc/self/status"],
+            &["sh", "-c", "mkdir /tmp/a 2>&1; touch /tmp/f; chmod 4755 /tmp/f 2>&1; chmod 755 /tmp/f && echo chmod-0755-ok; mkdir -p /tmp/b && rmdir /tmp/b 2>&1; /probe syscall fchmodat2; grep Seccomp: /proc/self/status"],
             |c| {
                 c["root"]["path"] = json!(probe_rootfs());
                 c["linux"]["seccomp"] = json!({
@@ -1012,7 +1012,11 @@ fn bundle_seccomp_and_rootfs_propagation_are_applied_as_configured() {
                          "args": [{"index": 1, "value": 0o700, "op": "SCMP_CMP_NE"}]},
                         {"names": ["rmdir", "_llseek", "arm_fadvise64_64"], "action": "SCMP_ACT_ERRNO",
                          "errnoRet": 38},
-                        {"names": ["fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 95}
+                        {"names": ["fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 95},
+                        {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                         "args": [{"index": 1, "value": 0o4000, "valueTwo": 0o4000, "op": "SCMP_CMP_MASKED_EQ"}]},
+                        {"names": ["fchmodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                         "args": [{"index": 2, "value": 0o4000, "valueTwo": 0o4000, "op": "SCMP_CMP_MASKED_EQ"}]}
                     ]
                 });
             },
@@ -1023,6 +1027,13 @@ fn bundle_seccomp_and_rootfs_propagation_are_applied_as_configured() {
             out.contains("mkdir: can't create directory '/tmp/a': Operation not permitted"),
             "{out}"
         );
+        // The argument conditions decide: chmod with the setuid bit is
+        // refused, without it let through.
+        assert!(
+            out.contains("chmod: /tmp/f: Operation not permitted"),
+            "{out}"
+        );
+        assert!(out.contains("chmod-0755-ok\n"), "{out}");
         assert!(
             out.contains("Function not implemented") || out.contains("Operation not permitted"),
             "{out}"
