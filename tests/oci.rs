@@ -380,6 +380,20 @@ fn bad_input_is_one_line_and_leaves_nothing_behind() {
                 "is not a Network namespace file",
             ),
             (
+                "seccomp filter longer than the kernel takes",
+                Box::new(|c| {
+                    let rules: Vec<Value> = (0..1000)
+                        .map(|i| {
+                            json!({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",
+                                   "args": [{"index": 1, "value": i, "op": "SCMP_CMP_EQ"}]})
+                        })
+                        .collect();
+                    c["linux"]["seccomp"] =
+                        json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules});
+                }),
+                "more than the kernel's 4096",
+            ),
+            (
                 "cwd missing inside",
                 Box::new(|c| c["process"]["cwd"] = json!("/no/such/dir")),
                 "process.cwd: /no/such/dir",

@@ -126,7 +126,7 @@ pub fn generate(table: &Table, on_match: u32, mismatch: u32) -> Result<Vec<sock_
     }
     if code.len() > MAX_INSNS {
         return Err(format!(
-            "the filter would be {} instructions, more than the kernel's {MAX_INSNS}; split the profile",
+            "the filter would be {} instructions, more than the kernel's {MAX_INSNS}; name fewer syscalls or argument conditions",
             code.len()
         ));
     }

@@ -2,10 +2,11 @@
 //! parent (before `clone`, by [`bpf`]) and only applied in the child
 //! (with `seccompiler`).
 //!
-//! The Docker/OCI format has one action per rule; seccompiler builds one
-//! filter per action. buildcell therefore compiles one filter for the
-//! default action (allowing everything some rule names) plus one filter per
-//! other action, and installs them in that order. The kernel runs every
+//! The Docker/OCI format has one action per rule; a filter here has one
+//! action for what its table matches and one for the rest. buildcell
+//! therefore compiles one filter for the default action (allowing
+//! everything some rule names) plus one filter per other action, and
+//! installs them in that order. The kernel runs every
 //! filter and takes the most restrictive answer; among equal actions the
 //! filter installed last wins, so a rule's own errno beats the default's.
 
