@@ -5,9 +5,10 @@
 //! calling thread with ptrace (`PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL`)
 //! and lets the syscall continue. What the record says is taken at the
 //! `PTRACE_EVENT_EXEC` stop, from what the kernel actually loaded
-//! (`/proc/PID/exe` and `cwd`, argv and environment from the new program's
-//! initial stack), before the new program's first instruction: a thread rewriting argv after the notification cannot make
-//! the record lie. Only then is the task released; if the record cannot be
+//! (`/proc/PID/exe` and `cwd`, ids from the task's pidfd and the
+//! container's pid namespace, argv and environment from the new program's
+//! initial stack), before the new program's first instruction: a thread
+//! rewriting argv after the notification cannot make the record lie. Only then is the task released; if the record cannot be
 //! written, the task is killed before it runs and the sandbox is stopped.
 //! An attempt that fails (no exec stop follows: the thread's next attempt
 //! or its exit comes first) is recorded from the arguments read at the
@@ -190,6 +191,7 @@ fn serve(
         traced: HashSet::new(),
         failure: None,
         maps: None,
+        views: Views::open(init),
     };
     if detached || trace_all {
         // Not the init's parent, the supervisor traces it for the
@@ -324,6 +326,30 @@ struct Supervisor<'a> {
     failure: Option<String>,
     /// The sandbox's uid and gid maps, read once (one user namespace).
     maps: Option<(String, String)>,
+    views: Views,
+}
+
+/// What a record's facts about a task are read through, opened once: the
+/// host's `/proc` (`O_PATH`; a task's files are named relative to it, so no
+/// `/proc/PID` is opened per record) and the container's pid namespace
+/// (the pid inside, asked of the kernel instead of parsed from `status`).
+struct Views {
+    proc: Option<fs::File>,
+    pidns: Option<fs::File>,
+}
+
+impl Views {
+    fn open(init: Pid) -> Views {
+        use std::os::unix::fs::OpenOptionsExt;
+        Views {
+            proc: fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open("/proc")
+                .ok(),
+            pidns: fs::File::open(format!("/proc/{init}/ns/pid")).ok(),
+        }
+    }
 }
 
 impl Supervisor<'_> {
@@ -466,7 +492,7 @@ impl Supervisor<'_> {
             let read = |f: &str| fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
             (read("uid_map"), read("gid_map"))
         });
-        let mut rec = read_loaded(pid.as_raw(), maps);
+        let mut rec = read_loaded(pid.as_raw(), maps, &self.views);
         rec.path = attempt.and_then(|a| a.path);
         rec.result = "ok".into();
         if self.failure.is_none() {
@@ -569,26 +595,44 @@ fn set_argv(rec: &mut Exec, argv: Vec<String>) {
     }
 }
 
-/// The record of a loaded program, from /proc at the exec stop.
-fn read_loaded(pid: i32, maps: &(String, String)) -> Exec {
+/// The record of a loaded program, at the exec stop: `/proc/PID/cwd` and
+/// `exe`; the parent pid and real ids from `PIDFD_GET_INFO` and the pid
+/// inside from the container's pid namespace (`/proc/PID/status` where the
+/// kernel has neither: before 6.13); argv and environment from the initial
+/// stack.
+fn read_loaded(pid: i32, maps: &(String, String), views: &Views) -> Exec {
     let mut rec = Exec {
         pid,
         ..Default::default()
     };
-    // /proc/PID is looked up once; its entries are read relative to it.
-    let dir = ProcDir::open(pid);
-    if let Some(dir) = &dir {
-        rec.cwd = dir.link("cwd");
-        rec.resolved = dir.link("exe");
-        if let Some(status) = dir.read("status") {
-            read_status(&status, &mut rec);
+    let files = views.proc.as_ref().map(|proc| ProcFiles { proc, pid });
+    if let Some(f) = &files {
+        rec.cwd = f.link("cwd");
+        rec.resolved = f.link("exe");
+    }
+    let asked = views.pidns.as_ref().and_then(|ns| {
+        let ids = sys::task_ids(pid).ok()?;
+        Some((ids, sys::pid_in_namespace(ns.as_fd(), pid).ok()?))
+    });
+    match asked {
+        Some((ids, inside)) => {
+            rec.ppid = Some(ids.ppid);
+            rec.host_uid = Some(ids.uid);
+            rec.host_gid = Some(ids.gid);
+            rec.pid_inside = Some(inside);
+        }
+        None => {
+            if let Some(status) = files.as_ref().and_then(|f| f.read("status")) {
+                read_status(&status, &mut rec);
+            }
         }
     }
     rec.uid = rec.host_uid.and_then(|u| inside_id(&maps.0, u));
     rec.gid = rec.host_gid.and_then(|g| inside_id(&maps.1, g));
     let (argv, env) = read_initial_stack(pid).unwrap_or_else(|| {
         let read = |f: &str| {
-            dir.as_ref()
+            files
+                .as_ref()
                 .and_then(|d| d.read(f))
                 .map(|d| split_nul(&d))
                 .unwrap_or_default()
@@ -606,27 +650,23 @@ fn read_loaded(pid: i32, maps: &(String, String)) -> Exec {
     rec
 }
 
-/// A task's `/proc/PID` directory (`O_PATH`), so that the reads of one
-/// record walk `/proc` and look the pid up once, not once per file.
-struct ProcDir(fs::File);
+/// A task's files in the host's `/proc`, named relative to the `/proc`
+/// opened once ([`Views`]).
+struct ProcFiles<'a> {
+    proc: &'a fs::File,
+    pid: i32,
+}
 
-impl ProcDir {
-    fn open(pid: i32) -> Option<ProcDir> {
-        use std::os::unix::fs::OpenOptionsExt;
-        fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-            .open(format!("/proc/{pid}"))
-            .ok()
-            .map(ProcDir)
-    }
-
+impl ProcFiles<'_> {
     /// The target of a symbolic link (`cwd`, `exe`).
     fn link(&self, name: &str) -> Option<String> {
         use std::os::fd::AsRawFd;
-        nix::fcntl::readlinkat(Some(self.0.as_raw_fd()), name)
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
+        nix::fcntl::readlinkat(
+            Some(self.proc.as_raw_fd()),
+            format!("{}/{name}", self.pid).as_str(),
+        )
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
     }
 
     /// A file whole, with plain reads (no statx for a size hint: /proc
@@ -635,8 +675,8 @@ impl ProcDir {
     fn read(&self, name: &str) -> Option<Vec<u8>> {
         use std::io::Read;
         let fd = sys::openat2(
-            self.0.as_fd(),
-            std::path::Path::new(name),
+            self.proc.as_fd(),
+            std::path::Path::new(&format!("{}/{name}", self.pid)),
             libc::O_RDONLY,
             0,
         )
@@ -941,6 +981,83 @@ fn read_initial_stack(pid: i32) -> Option<(Vec<String>, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ids a record takes from `PIDFD_GET_INFO` and the pid namespace
+    /// are those `/proc/PID/status` gives (the fallback before 6.13), for a
+    /// real child process.
+    #[test]
+    fn ids_asked_of_the_kernel_match_status() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // The parent may run on before the exec has set up the new
+        // program's argv (its close-on-exec pipe closes earlier).
+        for _ in 0..200 {
+            if fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let me = Pid::from_raw(std::process::id() as i32);
+        let views = Views::open(me);
+        let maps = ("0 0 4294967295".to_string(), "0 0 4294967295".to_string());
+        let rec = read_loaded(pid, &maps, &views);
+        let status = fs::read(format!("/proc/{pid}/status")).unwrap();
+        let mut want = Exec::default();
+        read_status(&status, &mut want);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(rec.ppid, Some(std::process::id() as i32));
+        assert_eq!(
+            (rec.ppid, rec.host_uid, rec.host_gid, rec.pid_inside),
+            (want.ppid, want.host_uid, want.host_gid, want.pid_inside)
+        );
+        assert_eq!(rec.pid_inside, Some(pid), "same pid namespace");
+        assert_eq!(rec.uid, rec.host_uid);
+        assert!(
+            rec.resolved
+                .as_deref()
+                .is_some_and(|e| e.ends_with("/sleep")),
+            "{rec:?}"
+        );
+        assert_eq!(
+            rec.cwd,
+            std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string())
+        );
+        assert_eq!(rec.argv, ["sleep", "30"]);
+    }
+
+    /// On this kernel (6.13 or later) the ids come from the kernel, not
+    /// from parsing status.
+    #[test]
+    fn pidfd_info_and_pid_namespace_answer_on_this_kernel() {
+        let release = nix::sys::utsname::uname().unwrap();
+        let release = release.release().to_string_lossy().into_owned();
+        let mut v = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+        let me = std::process::id() as i32;
+        let ids = sys::task_ids(me);
+        let ns = fs::File::open("/proc/self/ns/pid").unwrap();
+        let inside = sys::pid_in_namespace(ns.as_fd(), me);
+        if (major, minor) >= (6, 13) {
+            let ids = ids.unwrap_or_else(|e| panic!("{}: {}", e.call, e.errno));
+            assert_eq!(ids.ppid, nix::unistd::getppid().as_raw());
+            assert_eq!(ids.uid, nix::unistd::getuid().as_raw());
+            assert_eq!(ids.gid, nix::unistd::getgid().as_raw());
+            assert_eq!(
+                inside.unwrap_or_else(|e| panic!("{}: {}", e.call, e.errno)),
+                me
+            );
+        } else {
+            assert!(ids.is_err() || inside.is_err(), "kernel {release}");
+        }
+    }
 
     #[test]
     fn status_gives_parent_ids_and_the_pid_inside() {
