@@ -13,6 +13,10 @@ of its mean wall time, the median of the per-round ratios to crun, and the
 time added per exec against crun: (mean - crun mean) / N.
 
 Usage: bench/exec_oci.py [--rounds N] [--runs N] [--execs N] [--modes root,rootless] [--json FILE]
+                         [--pin] [--also PATH]...
+--pin runs every command under `taskset -c 0` (one CPU: the cost in CPU
+time instead of latency). --also PATH measures another buildcell binary
+in the same rounds (an A/B of a change: `--buildcell NEW --also OLD`).
 Run as root (re-executes itself in a private mount namespace without
 /sys/fs/cgroup/unified, for crun; see bench/common.py).
 """
@@ -25,11 +29,18 @@ p = argparse.ArgumentParser()
 p.add_argument("--rounds", type=int, default=5)
 p.add_argument("--runs", type=int, default=3)
 p.add_argument("--execs", type=int, default=2000)
+p.add_argument("--pin", action="store_true", help="every command under taskset -c 0")
+p.add_argument("--also", action="append", default=[], help="another buildcell binary, same rounds")
 a = common.parse_args(__file__, p)
 
 work = common.tmpdir("buildcell-execbench-")
 try:
     bc = common.copy_buildcell(work, a.buildcell)
+    also = []
+    for i, path in enumerate(a.also):
+        os.makedirs(os.path.join(work, f"also{i}"))
+        also.append((path, common.copy_buildcell(os.path.join(work, f"also{i}"), path)))
+    pin = "taskset -c 0 " if a.pin else ""
     loop = f"i=0; while [ $i -lt {a.execs} ]; do /bin/true; i=$((i+1)); done"
     results = []
     for mode in a.modes.split(","):
@@ -43,6 +54,11 @@ try:
             f"ID=x$$; strace -qq -o /dev/null --seccomp-bpf -f -e trace=execve crun --root {st}/crun run --bundle {bundle} $ID")
         cmds["runc"] = f"ID=x$$; runc --root {st}/runc run --bundle {bundle} $ID"
         cmds["buildcell (audit)"] = f"ID=x$$; {bc} --root {st}/buildcell run --bundle {bundle} $ID"
+        for path, copy in also:
+            cmds[f"buildcell {path}"] = f"ID=x$$; {copy} --root {st}/buildcell run --bundle {bundle} $ID"
+        # The pin goes inside `sh -c` after ID=...: taskset then runs the
+        # runtime (and strace) with everything they start on CPU 0.
+        cmds = {n: c.replace("; ", "; " + pin, 1) if c.startswith("ID=") else pin + c for n, c in cmds.items()}
         names = list(cmds)
         for n, c in cmds.items():  # one probe each: it must succeed
             r = subprocess.run(prefix + ["sh", "-c", c], cwd=d, capture_output=True, text=True)
@@ -67,7 +83,7 @@ try:
                                      for n in names}})
 
     print(f"\n{a.execs} fork+exec of /bin/true in a busybox shell loop as the container's process; "
-          f"{a.rounds} rounds x {a.runs} runs (hyperfine, interleaved)")
+          f"{a.rounds} rounds x {a.runs} runs (hyperfine, interleaved)" + (", all on CPU 0 (taskset -c 0)" if a.pin else ""))
     print("| mode | command | median wall (ms) | ratio to crun | added per exec vs crun (us) |")
     print("|---|---|---:|---:|---:|")
     for r in results:

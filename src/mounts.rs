@@ -342,17 +342,15 @@ pub fn mount_all(
 /// controller, `cpu -> cpu,cpuacct`), then becomes read-only.
 fn mount_cgroup(m: &MountPlan, sources: &Sources) -> Result<(), MountError> {
     let target = mountpoint(&m.destination, true)?;
-    let attach = |fd: &OwnedFd, at: &Path| {
-        let t = mountpoint(at, true)?;
-        sys::attach_mount_at(fd.as_fd(), t.fd()).map_err(|source| MountError::Sys {
-            what: "attach cgroup at",
-            path: at.into(),
-            source,
-        })
-    };
     if let [(name, fd)] = sources.cgroups.as_slice() {
         if name.is_empty() {
-            return attach(fd, &m.destination);
+            return sys::attach_mount_at(fd.as_fd(), target.fd()).map_err(|source| {
+                MountError::Sys {
+                    what: "attach cgroup at",
+                    path: m.destination.clone(),
+                    source,
+                }
+            });
         }
     }
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -369,13 +367,49 @@ fn mount_cgroup(m: &MountPlan, sources: &Sources) -> Result<(), MountError> {
         Some("mode=0755"),
     )
     .map_err(fail)?;
+    // The new tmpfs is the runtime's alone (nothing of the container runs
+    // yet): each hierarchy's directory is made and bound relative to its
+    // root, without resolving the path from `/` again per hierarchy.
+    let tmp = resolve_in_root(&m.destination).map_err(|source| MountError::Sys {
+        what: "resolve cgroup tmpfs",
+        path: m.destination.clone(),
+        source,
+    })?;
     for (name, fd) in &sources.cgroups {
         let dir = m.destination.join(name);
-        ensure_mountpoint(&dir, true)?;
-        attach(fd, &dir)?;
+        let at = |e: nix::errno::Errno| MountError::Destination {
+            path: dir.clone(),
+            source: std::io::Error::from(e),
+        };
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(at(nix::errno::Errno::EINVAL));
+        }
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&tmp);
+        match nix::sys::stat::mkdirat(
+            Some(raw),
+            name.as_str(),
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(at(e)),
+        }
+        use nix::fcntl::OFlag;
+        let target = nix::fcntl::openat(
+            Some(raw),
+            name.as_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map(sys::own_received_fd)
+        .map_err(at)?;
+        sys::attach_mount_at(fd.as_fd(), target.as_fd()).map_err(|source| MountError::Sys {
+            what: "attach cgroup at",
+            path: dir.clone(),
+            source,
+        })?;
         if name.contains(',') {
             for c in name.split(',') {
-                let _ = symlink(name, m.destination.join(c));
+                let _ = nix::unistd::symlinkat(name.as_str(), Some(raw), c);
             }
         }
     }
@@ -492,7 +526,12 @@ fn open_root() -> Result<OwnedFd, MountError> {
 
 /// Resolve `path` inside the current root: an O_PATH fd.
 pub fn resolve_in_root(path: &Path) -> sys::Result<OwnedFd> {
-    let root = nix::fcntl::open(
+    resolve_under(&root_dir()?, path)
+}
+
+/// The root (`/`: the container's after `pivot_root`), for resolutions.
+fn root_dir() -> sys::Result<OwnedFd> {
+    nix::fcntl::open(
         "/",
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
@@ -501,7 +540,11 @@ pub fn resolve_in_root(path: &Path) -> sys::Result<OwnedFd> {
     .map_err(|errno| sys::SysError {
         call: "open(\"/\")".into(),
         errno,
-    })?;
+    })
+}
+
+/// [`resolve_in_root`] with the root already open.
+fn resolve_under(root: &OwnedFd, path: &Path) -> sys::Result<OwnedFd> {
     let rel = path.strip_prefix("/").unwrap_or(path);
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
@@ -537,7 +580,9 @@ fn mountpoint_via(path: &Path, dir: bool, asked: &Path, hops: u32) -> Result<Tar
         path: path.to_path_buf(),
         source,
     };
-    match resolve_in_root(path) {
+    let root = root_dir().map_err(sys_err)?;
+    let resolve = |p: &Path| resolve_under(&root, p);
+    match resolve(path) {
         Ok(fd) => {
             return Ok(Target {
                 fd,
@@ -551,20 +596,38 @@ fn mountpoint_via(path: &Path, dir: bool, asked: &Path, hops: u32) -> Result<Tar
         .components()
         .filter(|c| matches!(c, std::path::Component::Normal(_)))
         .collect();
-    let mut prefix = PathBuf::from("/");
-    let mut parent = resolve_in_root(&prefix).map_err(sys_err)?;
-    for (i, c) in comps.iter().enumerate() {
+    // Most often only the last component is missing: start at its parent
+    // when that resolves, else walk from the root.
+    let mut prefix: PathBuf = Path::new("/").join(
+        comps
+            .iter()
+            .take(comps.len().saturating_sub(1))
+            .collect::<PathBuf>(),
+    );
+    let (mut parent, start) = match resolve(&prefix) {
+        Ok(fd) => (fd, comps.len().saturating_sub(1)),
+        Err(e) if e.errno == nix::errno::Errno::ENOENT => {
+            prefix = PathBuf::from("/");
+            (resolve(&prefix).map_err(sys_err)?, 0)
+        }
+        Err(e) => return Err(sys_err(e)),
+    };
+    for (i, c) in comps.iter().enumerate().skip(start) {
         prefix.push(c);
-        match resolve_in_root(&prefix) {
-            Ok(fd) => {
-                parent = fd;
-                continue;
+        let last = i + 1 == comps.len();
+        // The whole path did not resolve above: its last component is
+        // missing (or a dangling symlink) without asking again.
+        if !last {
+            match resolve(&prefix) {
+                Ok(fd) => {
+                    parent = fd;
+                    continue;
+                }
+                Err(e) if e.errno == nix::errno::Errno::ENOENT => {}
+                Err(e) => return Err(sys_err(e)),
             }
-            Err(e) if e.errno == nix::errno::Errno::ENOENT => {}
-            Err(e) => return Err(sys_err(e)),
         }
         let name = Path::new(c.as_os_str());
-        let last = i + 1 == comps.len();
         let raw = std::os::fd::AsRawFd::as_raw_fd(&parent);
         // A dangling symlink: create what it points to (inside the root),
         // then the rest of the path under it.
@@ -602,7 +665,7 @@ fn mountpoint_via(path: &Path, dir: bool, asked: &Path, hops: u32) -> Result<Tar
             .map_err(|e| err(std::io::Error::from(e)))?;
             drop(sys::own_received_fd(fd));
         }
-        parent = resolve_in_root(&prefix).map_err(sys_err)?;
+        parent = resolve(&prefix).map_err(sys_err)?;
     }
     Ok(Target {
         fd: parent,

@@ -851,6 +851,43 @@ fn mount_destinations_cannot_leave_the_rootfs() {
 }
 
 #[test]
+fn mount_destinations_missing_several_levels_are_created() {
+    each_mode(|mode| {
+        // On a tmpfs at /tmp: a tmpfs three directories down, and a file
+        // bind whose parents are missing too (an empty file is made for it).
+        let host = workdir(mode, "deep-source");
+        fs::write(host.join("f.txt"), "from the host\n").unwrap();
+        chown_to(mode, &host.join("f.txt"));
+        let b = bundle(
+            mode,
+            "deep-mounts",
+            &[
+                "sh",
+                "-c",
+                "cat /tmp/d/e/f.txt && echo x > /tmp/a/b/c/y && cat /tmp/a/b/c/y \
+                 && awk '$5 == \"/tmp/a/b/c\" || $5 == \"/tmp/d/e/f.txt\" {print $5}' /proc/self/mountinfo",
+            ],
+            |c| {
+                let m = c["mounts"].as_array_mut().unwrap();
+                m.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
+                m.push(json!({"destination": "/tmp/a/b/c", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
+                m.push(json!({"destination": "/tmp/d/e/f.txt", "type": "bind", "source": host.join("f.txt"), "options": ["rbind", "ro"]}));
+            },
+        );
+        let r = rt(mode, &b, &["run", "deep1"]);
+        let mut lines: Vec<&str> = r.stdout.lines().collect();
+        lines[2..].sort_unstable();
+        assert_eq!(
+            lines,
+            ["from the host", "x", "/tmp/a/b/c", "/tmp/d/e/f.txt"],
+            "{r:?}"
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(entries(&b).is_empty());
+    });
+}
+
+#[test]
 fn hooks_run_in_the_spec_order_with_the_state_on_stdin() {
     each_mode(|mode| {
         let log = workdir(mode, "hooks-log").join("hooks.log");
