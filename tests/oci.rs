@@ -466,6 +466,20 @@ fn errors_also_go_to_the_json_log() {
         assert_refused(&rt(mode, &b, &["checkpoint", "x"]), 1, "not supported");
         let r = rt(mode, &b, &["--bogus-flag", "state", "x"]);
         assert!(r.code != 0 && r.stderr.contains("--bogus-flag"), "{r:?}");
+        // A missing argument is named, on the one line; global flags are
+        // taken after the subcommand too (each subcommand's arguments are
+        // built only when it is called).
+        let r = rt(mode, &b, &["state"]);
+        assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+        assert!(
+            r.code != 0 && r.stderr.contains("not provided: <ID>"),
+            "{r:?}"
+        );
+        assert_refused(
+            &rt(mode, &b, &["state", "--systemd-cgroup", "x"]),
+            1,
+            "--systemd-cgroup",
+        );
     });
 }
 
