@@ -1149,8 +1149,7 @@ struct StepCgroup(crate::cgroups::Cgroup);
 
 impl Drop for StepCgroup {
     fn drop(&mut self) {
-        let _ = self.0.kill_all(nix::sys::signal::Signal::SIGKILL);
-        let _ = self.0.remove();
+        let _ = self.0.kill_and_remove();
     }
 }
 

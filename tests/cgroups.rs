@@ -263,15 +263,19 @@ fn full_lifecycle_on_this_host() {
     assert_eq!(cg.freezer_state().unwrap(), FreezerState::Thawed);
     assert_frozen(busy, false);
 
-    // kill --all: everything dies.
-    cg.kill_all(Signal::SIGKILL).unwrap();
+    // With processes in it, the cgroup is not removed by the quick path,
+    // in no hierarchy.
+    assert!(!cg.remove_if_empty());
+    for d in cg.dirs() {
+        assert!(d.path.is_dir(), "{} removed", d.path.display());
+    }
+    // Killed (SIGKILL to all, frozen meanwhile) and removed: everything
+    // dies, nothing is left.
+    cg.kill_and_remove().unwrap();
     let status = cleanup.children.last_mut().unwrap().wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9), "{status:?}");
     assert!(common::wait_until(5, || dead(busy)), "{}", proc_state(busy));
-    assert!(common::wait_until(5, || cg.pids().unwrap().is_empty()));
-
-    cg.remove().unwrap();
     for d in cg.dirs() {
         assert!(!d.path.exists(), "{} still there", d.path.display());
     }
@@ -320,7 +324,8 @@ fn default_path_is_under_own_cgroup() {
             d.path.display()
         );
     }
-    cg.remove().unwrap();
+    // Empty: removed at once, in every hierarchy.
+    assert!(cg.remove_if_empty());
     for d in cg.dirs() {
         assert!(!d.path.exists());
     }

@@ -749,6 +749,29 @@ impl Cgroup {
         Ok(parse_flat_key(&text, "oom_kill"))
     }
 
+    /// Removes the cgroup if nothing is in it any more (the usual case once
+    /// a container's init is gone with its pid namespace), with one `rmdir`
+    /// per hierarchy: the kernel refuses (EBUSY) a cgroup that holds a
+    /// process or a child cgroup. False at the first one that is not
+    /// removed; what was removed stays removed (no process can be in it).
+    pub fn remove_if_empty(&self) -> bool {
+        self.dirs.iter().all(|d| match fs::remove_dir(&d.path) {
+            Ok(()) => true,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        })
+    }
+
+    /// Kills every process left in the cgroup and removes it: at once when
+    /// it is empty, otherwise after SIGKILL to all (see [`Self::kill_all`]),
+    /// retrying while they exit (see [`Self::remove`]).
+    pub fn kill_and_remove(&self) -> Result<(), CgroupError> {
+        if self.remove_if_empty() {
+            return Ok(());
+        }
+        let _ = self.kill_all(Signal::SIGKILL);
+        self.remove()
+    }
+
     /// Removes the cgroup (and any child cgroup the container made) in every
     /// hierarchy, retrying while processes are still exiting. A cgroup that is
     /// already gone is not an error. Parent directories are left alone.

@@ -721,11 +721,15 @@ pub fn create(
             }
             None => crate::reaper::supervise(pid, &created.signals, false),
         };
+        timer.log(&format!("container exited ({code})"));
         let failure = created.channel.take_failure();
         let finished = log.finish(Some(code));
+        timer.log("audit log ended");
         drop(cgroup_guard);
+        timer.log("cgroup removed");
         drop(range_guard);
         drop(guard);
+        timer.log("state removed");
         if let Some((step, message, exit_code)) = failure {
             return Err(Error::Child {
                 step,
@@ -789,8 +793,7 @@ struct CgroupGuard(Option<Cgroup>);
 impl Drop for CgroupGuard {
     fn drop(&mut self) {
         if let Some(cg) = self.0.take() {
-            let _ = cg.kill_all(Signal::SIGKILL);
-            let _ = cg.remove();
+            let _ = cg.kill_and_remove();
         }
     }
 }
@@ -1373,9 +1376,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<i32, Error> {
         // processes without a pid namespace of their own outlive it.
         (Status::Stopped, _) | (Status::Created, _) | (_, true) => {
             // A created container was never started: deleting it is how an
-            // engine gives up on it (runc kills it too).
-            kill_everything(&saved);
-            wait_gone(&saved);
+            // engine gives up on it (runc kills it too). A stopped one whose
+            // cgroup is empty has nothing left to kill.
+            let emptied = status == Status::Stopped
+                && cgroup_of(&saved).is_some_and(|cg| cg.remove_if_empty());
+            if !emptied {
+                kill_everything(&saved);
+                wait_gone(&saved);
+            }
         }
         (s, false) => {
             return Err(usage(format!(
@@ -1387,8 +1395,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<i32, Error> {
     if let Some(cg) = cgroup_of(&saved) {
         // Without a pid namespace of its own, processes may outlive the
         // init: they go with the cgroup.
-        let _ = cg.kill_all(Signal::SIGKILL);
-        cg.remove().map_err(|e| usage(e.to_string()))?;
+        cg.kill_and_remove().map_err(|e| usage(e.to_string()))?;
     }
     fault::point("delete:cgroup-removed");
     // The supervisor ends its log once the container's last process is
