@@ -759,7 +759,9 @@ pub struct TaskIds {
     pub gid: u32,
 }
 
-pub fn task_ids(pid: i32) -> Result<TaskIds> {
+/// A pidfd of process `pid` (Linux 5.3): it stays this process's even
+/// when the pid is reused, and polls readable once the process has exited.
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags by value; it returns a new
     // fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -767,7 +769,31 @@ pub fn task_ids(pid: i32) -> Result<TaskIds> {
         return Err(SysError::new(format!("pidfd_open({pid})")));
     }
     // SAFETY: the kernel just returned this fd; nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until the process of `pidfd` has exited (a zombie has), at most
+/// `timeout`: woken by the kernel at the exit, no polling of /proc.
+/// True once it has exited.
+pub fn wait_exited(pidfd: BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        let ms =
+            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut [PollFd::new(pidfd, PollFlags::POLLIN)], ms) {
+            Ok(n) if n > 0 => return true,
+            Err(Errno::EINTR) => continue,
+            Ok(_) if left.is_zero() => return false,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+pub fn task_ids(pid: i32) -> Result<TaskIds> {
+    let fd = pidfd_open(pid)?;
     let mut info = PidfdInfo {
         mask: PIDFD_INFO_PID | PIDFD_INFO_CREDS,
         ..Default::default()
@@ -958,4 +984,43 @@ pub fn trim_heap() {
     // SAFETY: malloc_trim takes no pointer; it only releases free chunks of
     // glibc's own arenas.
     unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::time::{Duration, Instant};
+
+    /// `sleep SECS` and a pidfd of it.
+    fn sleeper(secs: &str) -> (std::process::Child, OwnedFd) {
+        let child = std::process::Command::new("sleep")
+            .arg(secs)
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(child.id() as i32).unwrap();
+        (child, fd)
+    }
+
+    /// A pidfd wakes its waiter at the exit, and not before.
+    #[test]
+    fn wait_exited_wakes_at_the_exit() {
+        let (mut short, fd) = sleeper("0.3");
+        let t = Instant::now();
+        assert!(wait_exited(fd.as_fd(), Duration::from_secs(10)));
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(250), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // A zombie has exited too.
+        assert!(wait_exited(fd.as_fd(), Duration::ZERO));
+        short.wait().unwrap();
+
+        let (mut long, fd) = sleeper("30");
+        let t = Instant::now();
+        assert!(!wait_exited(fd.as_fd(), Duration::from_millis(150)));
+        assert!(t.elapsed() >= Duration::from_millis(140));
+        long.kill().unwrap();
+        assert!(wait_exited(fd.as_fd(), Duration::from_secs(10)));
+        long.wait().unwrap();
+    }
 }
