@@ -496,12 +496,14 @@ mod tests {
                         .unwrap()
                         .try_into()
                         .unwrap();
-                assert!(
-                    ours.len() <= theirs.len(),
-                    "{} vs {}",
-                    ours.len(),
+                // A whole profile: a few stretches of numbers, not one
+                // test per syscall (182 instructions against 1,537).
+                let most = if theirs.len() > 200 {
+                    theirs.len() / 4
+                } else {
                     theirs.len()
-                );
+                };
+                assert!(ours.len() <= most, "{} vs {}", ours.len(), theirs.len());
                 let probes = bpf::probes(&table);
                 for nr in (0..=470).chain([0x4000_0000, 0x4000_0038, u32::MAX]) {
                     for args in &probes {
@@ -585,15 +587,13 @@ mod tests {
             &caps(),
         )
         .unwrap();
-        let compared: Vec<u32> = f[0]
-            .iter()
-            .filter(|i| i.code == 0x15)
-            .map(|i| i.k)
-            .collect();
-        assert!(
-            compared.contains(&452) && compared.contains(&462),
-            "{compared:?}"
-        );
+        let decide = |nr| bpf::run(&f[0], bpf::AUDIT_ARCH_X86_64, nr, &[0; 6]);
+        let allow = 0x7fff_0000;
+        assert_eq!(decide(452), allow);
+        assert_eq!(decide(462), allow);
+        for other in [0, 451, 453, 461, 463] {
+            assert_ne!(decide(other), allow, "{other}");
+        }
     }
 
     #[test]
