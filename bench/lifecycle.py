@@ -18,7 +18,8 @@ XDG_RUNTIME_DIR a private directory). The bundle is a busybox-static rootfs
 (/bin/busybox + its applet links), args ["/bin/true"], terminal false.
 
 Each round runs hyperfine once over all runtimes (interleaving rounds keeps
-machine noise out of the ratios); the table gives per runtime the median over
+machine noise out of the ratios), each round starting with the next runtime
+in turn (what one leaves the kernel to finish lands on the one after it); the table gives per runtime the median over
 rounds of its mean wall time, the median of the per-round ratios to crun, and
 the peak RSS of the runtime process from GNU `/usr/bin/time -f %M` (median of
 5) of `run` (run rows) or `create` (create rows). It is the maximum over the process and the
@@ -202,7 +203,14 @@ for mode in modes:
         means = {n: [] for n in avail}
         ratios = {n: [] for n in avail}
         names = list(avail)
-        for rnd in range(a.rounds if names else 0):
+        all_names = names
+        for rnd in range(a.rounds if all_names else 0):
+            # Each round starts with another runtime: what a runtime leaves
+            # the kernel to finish after it (network namespaces torn down
+            # by a workqueue, cgroups freed after an RCU grace period)
+            # lands on whichever comes next, so no runtime may always
+            # follow the same one.
+            names = all_names[rnd % len(all_names):] + all_names[:rnd % len(all_names)]
             out = os.path.join(d, f"round-{form}-{rnd}.json")
             errs = {n: f"{d}/state/{n}.{form}.stderr" for n in names}
             cmds = [lifecycle(avail[n], form, d, bundle, errs[n]) for n in names]
@@ -228,7 +236,7 @@ for mode in modes:
                 times[n].extend(rr["times"])
                 ratios[n].append(rr["mean"] / base)
         rss = {n: peak_rss(avail[n], form, d, bundle, prefix) for n in avail}
-        results.append((mode, form, ref, names, means, ratios, rss, missing))
+        results.append((mode, form, ref, all_names, means, ratios, rss, missing))
         dump.append({"mode": mode, "form": form, "ref": ref, "missing": missing, "rss_kib": rss,
                      "times": times, "median_mean": {n: statistics.median(v) for n, v in means.items() if v},
                      "ratio": {n: statistics.median(v) for n, v in ratios.items() if v}})
