@@ -392,8 +392,6 @@ pub struct StepArgs {
     pub command: Vec<OsString>,
 }
 
-/// Entry point of the binary: parse, run, print one error line, return the
-/// exit status.
 /// The command line, parsed. Each subcommand's arguments are built only
 /// when it is the one called (`defer` above): building all of them cost
 /// ~0.2 ms of every call, and the engines call buildcell several times per
@@ -410,6 +408,8 @@ fn parse() -> Result<Cli, clap::Error> {
     parsed
 }
 
+/// Entry point of the binary: parse, run, print one error line, return the
+/// exit status.
 pub fn main() -> i32 {
     let cli = match parse() {
         Ok(cli) => cli,

@@ -780,8 +780,9 @@ pub fn wait_exited(pidfd: BorrowedFd<'_>, timeout: std::time::Duration) -> bool 
     let end = std::time::Instant::now() + timeout;
     loop {
         let left = end.saturating_duration_since(std::time::Instant::now());
-        let ms =
-            PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+        // Rounded up: a wait of 0.4 ms left is not a busy poll of 0 ms.
+        let ms = PollTimeout::try_from(left.as_micros().div_ceil(1000).min(60_000) as i32)
+            .unwrap_or(PollTimeout::MAX);
         match poll(&mut [PollFd::new(pidfd, PollFlags::POLLIN)], ms) {
             Ok(n) if n > 0 => return true,
             Err(Errno::EINTR) => continue,

@@ -1100,6 +1100,50 @@ fn list_does_not_wait_for_a_create_under_way() {
     assert!(leftovers(&b, "lc1").is_empty());
 }
 
+/// A bundle in the host's pid namespace, as `podman --pid host` asks
+/// (allowed by engine-compat only), with the host's /proc bound (a new
+/// instance needs a pid namespace of its own).
+fn in_host_pid_namespace(c: &mut Value) {
+    let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.retain(|n| n["type"] != "pid");
+    for mnt in c["mounts"].as_array_mut().unwrap() {
+        if mnt["destination"] == "/proc" {
+            *mnt = json!({"destination": "/proc", "type": "bind", "source": "/proc",
+                          "options": ["rbind", "nosuid", "nodev", "noexec"]});
+        }
+    }
+}
+
+/// A buildcell call on the bundle `b` under engine-compat (the profile
+/// that allows the host's pid namespace), its output in `b/NAME.out`.
+fn engine_compat(b: &Path, name: &str, args: &[&str]) -> Run {
+    let mut all = vec!["--profile", "engine-compat"];
+    all.extend_from_slice(args);
+    bc(Mode::Root, b, Some(&b.join("state")), name, &all, &[])
+}
+
+/// Container `id` created and started in the host's pid namespace,
+/// running `script`, which starts a background process first and prints
+/// `bg PID`: its bundle and that pid.
+fn started_in_host_pid_namespace(name: &str, id: &str, script: &str) -> (PathBuf, i32) {
+    let b = root_engine_bundle(name, &["sh", "-c", script], in_host_pid_namespace);
+    mark(&b, id);
+    let bs = b.display().to_string();
+    let r = engine_compat(&b, "create", &["create", "--bundle", &bs, id]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(engine_compat(&b, "start", &["start", id]).code, 0);
+    let out = b.join("create.out");
+    assert!(wait_until(10, || fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("bg ")));
+    let bg = fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("bg ")?.trim().parse().ok())
+        .unwrap();
+    (b, bg)
+}
+
 /// A container without a pid namespace of its own (the host's, as
 /// `podman --pid host` asks; allowed by engine-compat only) does not die
 /// with its init. Its supervisor then traces every task of the container
@@ -1111,53 +1155,12 @@ fn a_killed_supervisor_stops_a_container_without_its_own_pid_namespace() {
         skip("a container in the host's pid namespace needs host root");
         return;
     }
-    let m = Mode::Root;
     let id = "sk-hostpid";
-    let b = root_engine_bundle(
+    let (b, bg) = started_in_host_pid_namespace(
         "sup-killed-hostpid",
-        &[
-            "sh",
-            "-c",
-            "sleep 1000 & echo bg $!; i=0; while :; do /bin/true; i=$((i+1)); sleep 0.05; done",
-        ],
-        |c| {
-            let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
-            ns.retain(|n| n["type"] != "pid");
-            // The host's /proc, not a new instance (the pid namespace is
-            // not the container's own).
-            for mnt in c["mounts"].as_array_mut().unwrap() {
-                if mnt["destination"] == "/proc" {
-                    *mnt = json!({"destination": "/proc", "type": "bind", "source": "/proc",
-                                  "options": ["rbind", "nosuid", "nodev", "noexec"]});
-                }
-            }
-        },
+        id,
+        "sleep 1000 & echo bg $!; i=0; while :; do /bin/true; i=$((i+1)); sleep 0.05; done",
     );
-    let bs = b.display().to_string();
-    let root = b.join("state");
-    mark(&b, id);
-    let with = |args: &[&str]| {
-        let mut all = vec!["--profile", "engine-compat"];
-        all.extend_from_slice(args);
-        all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-    };
-    let run = |name: &str, args: &[&str]| {
-        let a = with(args);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        bc(m, &b, Some(&root), name, &a, &[])
-    };
-    let r = run("create", &["create", "--bundle", &bs, id]);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(run("start", &["start", id]).code, 0);
-    let out = b.join("create.out");
-    assert!(wait_until(10, || fs::read_to_string(&out)
-        .unwrap_or_default()
-        .contains("bg ")));
-    let bg: i32 = fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("bg ")?.trim().parse().ok())
-        .unwrap();
     let st = saved_state(&b, id);
     let init = st["oci"]["pid"].as_i64().unwrap() as i32;
     let alive = |pid: i32| {
@@ -1177,7 +1180,35 @@ fn a_killed_supervisor_stops_a_container_without_its_own_pid_namespace() {
         alive(init),
         alive(bg)
     );
-    assert_eq!(run("del", &["delete", "--force", id]).code, 0);
+    assert_eq!(engine_compat(&b, "del", &["delete", "--force", id]).code, 0);
+    let left = leftovers(&b, id);
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// `delete` of a stopped container whose cgroup still holds a process (its
+/// init exited, a background process in the host's pid namespace did
+/// not): the cgroup cannot be removed as it is (EBUSY), so the process is
+/// killed first, and nothing of the container is left.
+#[test]
+fn delete_kills_what_outlived_the_init() {
+    if !is_root() {
+        skip("a container in the host's pid namespace needs host root");
+        return;
+    }
+    let id = "outlived";
+    let (b, bg) =
+        started_in_host_pid_namespace("outlived-init", id, "sleep 1000 & echo bg $!; exit 0");
+    let alive = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z ") && s.contains("(sleep)"))
+    };
+    let state = |name: &str| engine_compat(&b, name, &["state", id]).stdout;
+    assert!(wait_until(10, || state("state").contains("\"stopped\"")));
+    assert!(alive(bg), "the background sleep {bg} is gone before delete");
+    assert!(!cgroups_of(id).is_empty(), "no cgroup to remove");
+    let r = engine_compat(&b, "delete", &["delete", id]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!alive(bg), "delete left the background sleep {bg} running");
     let left = leftovers(&b, id);
     assert!(left.is_empty(), "{left:?}");
 }
