@@ -19,7 +19,7 @@
 # RESULTS.md and the plot again from its outputs (after editing bench/NOTES.md).
 # The parts: lifecycle.py (1; again with 0.3 s idle before each run, but not
 # in --smoke), phases.py (where the lifecycle time goes),
-# exec_oci.py (2), rss.py (3), build.py (4, buildah under the engine lock),
+# exec_oci.py (2), exec_ladder.py (the exec audit's cost, part by part), rss.py (3), build.py (4, buildah under the engine lock),
 # load.py (the load part). Each prints its own table; see each file's header.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -71,11 +71,15 @@ mkdir -p "$OUT"
 
 if [ $smoke = 1 ]; then
   LC="--rounds 1 --runs 5"; EX="--rounds 1 --runs 1 --execs 300"; RS="--reps 1 --execs 300"; PHS="--reps 3"; BD=""
+  # the debug build cargo test made: a check that the ladder runs, no numbers to keep
+  XL="--rounds 1 --runs 1 --execs 300 --pinned-only --example $REPO/target/debug/examples/exec_ladder"
 elif [ $quick = 1 ]; then
   LC="--rounds 3 --runs 10"; EX="--rounds 2 --runs 1"; RS="--reps 3"; PHS="--reps 10"; BD="--rounds 1"
+  XL="--rounds 3 --runs 2"
   LI="--rounds 2 --runs 5"
 else
   LC="--rounds 10 --runs 20"; EX="--rounds 3 --runs 2"; RS="--reps 5"; PHS="--reps 30"; BD="--rounds 3"
+  XL="--rounds 5 --runs 2"
   LI="--rounds 3 --runs 10"
 fi
 LD=""; [ $full = 1 ] && LD="--full"
@@ -110,6 +114,7 @@ if [ $smoke = 0 ]; then
 fi
 part phases "$PY" "$HERE/phases.py" $PHS $B
 part exec "$PY" "$HERE/exec_oci.py" $EX $B --json "$OUT/exec.json"
+part ladder "$PY" "$HERE/exec_ladder.py" $XL
 part rss "$PY" "$HERE/rss.py" $RS $B --json "$OUT/rss.json"
 if [ $smoke = 0 ]; then
   part build "$PY" "$HERE/build.py" $BD $B --json "$OUT/build.json"
@@ -196,6 +201,9 @@ EOF
   echo
   echo "## 2. Exec-heavy step"
   cat "$OUT/exec.md"
+  echo
+  echo "### Where the exec cost goes, rung by rung (examples/exec_ladder.rs: a pid namespace, no other isolation)"
+  cat "$OUT/ladder.md"
   echo
   echo "## 3. Peak RSS"
   cat "$OUT/rss.md"
