@@ -80,6 +80,7 @@ work = common.tmpdir("buildcell-rssbench-")
 try:
     bc = common.copy_buildcell(work, a.buildcell)
     runtimes = {"buildcell": bc, "runc": "/usr/sbin/runc", "crun": "/usr/bin/crun"}
+    common.read_back_from_disk(runtimes.values())
     out = {}
     for mode in a.modes.split(","):
         d, bundle, prefix = common.make_bundle(work, mode, a.user, ["/bin/sleep", "30"])

@@ -181,6 +181,8 @@ EOF
   echo "such namespace (the same cgroup v1 view for all). buildcell runs with its defaults: the"
   echo "\`build\` profile (seccomp, Landlock, cgroup limits, looks-like-root user namespace for a root"
   echo "bundle), every exec recorded in its audit log by the supervisor; runc and crun with theirs."
+  echo "Before peak RSS is measured, every runtime's binary is dropped from the page cache and read"
+  echo "back by its own page faults, as an installed binary is (bench/NOTES.md, \"Memory\")."
   echo
   echo "## Targets"
   echo
