@@ -20,7 +20,7 @@ The rungs run in a new order each round (rotated).
 
 Usage: bench/exec_ladder.py [--rounds N] [--runs N] [--execs N] [--pinned-only] [--example PATH]
 """
-import argparse, json, os, shutil, statistics, subprocess, tempfile
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 RUNGS = ["none", "notify", "seize", "links", "ids", "memory", "full"]
@@ -47,13 +47,34 @@ ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "
        "HOME": "/root", "LADDER_LOG": log}
 
 
+def check_rungs():
+    """Each rung must run the loop as it should before it is timed: exit 0
+    and nothing on stderr (an exec refused with ENOSYS because the
+    supervisor stopped serving would otherwise be timed as a fast rung),
+    and the full rung's log must hold one exec record per exec (the shell
+    and each /bin/true)."""
+    for r in RUNGS:
+        for f in (log, os.path.join(work, "index")):
+            if os.path.exists(f):
+                os.unlink(f)
+        p = subprocess.run([a.example, r, "--", "/bin/busybox", "sh", script], env=ENV, cwd=work,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        err = p.stderr.strip().splitlines()
+        if p.returncode != 0 or err:
+            sys.exit(f"bench/exec_ladder.py: rung {r} exited {p.returncode}: {err[0] if err else 'no message'}")
+        if r == "full":
+            n = sum('"type":"exec"' in l for l in open(log))
+            if n != a.execs + 1:
+                sys.exit(f"bench/exec_ladder.py: rung full recorded {n} execs, not {a.execs + 1}")
+
+
 def measure(prefix):
     added = {r: [] for r in RUNGS}
     for n in range(a.rounds):
         order = RUNGS[n % len(RUNGS):] + RUNGS[:n % len(RUNGS)]
         out = os.path.join(work, "r.json")
         subprocess.run(["hyperfine", "-N", "--warmup", "1", "--runs", str(a.runs),
-                        "--prepare", f"rm -f {log} {work}/audit.index", "--export-json", out, "--style", "none"]
+                        "--prepare", f"rm -f {log} {work}/index", "--export-json", out, "--style", "none"]
                        + [f"{prefix}{a.example} {r} -- /bin/busybox sh {script}" for r in order],
                        check=True, cwd=work, stdout=subprocess.DEVNULL, env=ENV)
         means = dict(zip(order, (r["mean"] for r in json.load(open(out))["results"])))
@@ -63,6 +84,7 @@ def measure(prefix):
 
 
 try:
+    check_rungs()
     two = {r: float("nan") for r in RUNGS} if a.pinned_only else measure("")
     one = measure("taskset -c 0 ")
 finally:

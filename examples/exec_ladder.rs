@@ -49,36 +49,48 @@ fn main() {
     }
     let cmd: Vec<CString> = args[2..]
         .iter()
-        .map(|a| CString::new(a.as_str()).expect("argument with a NUL byte"))
-        .collect();
+        .map(|a| CString::new(a.as_str()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| die("CMD", e));
+    // Everything that can fail on the caller's account (the log, root)
+    // before the command starts.
+    let log = (RUNGS[level] == "full").then(open_log);
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
-    mask.thread_block().expect("block SIGCHLD");
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).expect("signalfd");
+    mask.thread_block()
+        .unwrap_or_else(|e| die("block SIGCHLD", e));
+    let sfd =
+        SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC).unwrap_or_else(|e| die("signalfd", e));
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .expect("socketpair");
+    .unwrap_or_else(|e| die("socketpair", e));
     // The command runs as pid 1 of a pid namespace of its own, as in a
     // container (without one, buildcell's supervisor traces every task of
     // the command from its fork, which costs more stops).
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-        .expect("unshare(CLONE_NEWPID): run as root");
+        .unwrap_or_else(|e| die("unshare(CLONE_NEWPID) (run as root)", e));
     // SAFETY: single-threaded here; the child only installs its filter,
     // sends the listener and execs.
-    match unsafe { fork() }.expect("fork") {
+    match unsafe { fork() }.unwrap_or_else(|e| die("fork", e)) {
         ForkResult::Child => {
             drop(ours);
-            mask.thread_unblock().expect("unblock SIGCHLD");
+            let _ = mask.thread_unblock();
             if level > 0 {
-                nix::sys::prctl::set_no_new_privs().expect("no_new_privs");
                 let prog = buildcell::seccomp::exec_notify_program();
-                let listener = sys::seccomp_install_listener(&prog).expect("filter");
-                buildcell::sync::send_with_fd(theirs.as_raw_fd(), b"L", listener.as_raw_fd())
-                    .expect("send listener");
+                let sent = nix::sys::prctl::set_no_new_privs()
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| sys::seccomp_install_listener(&prog).map_err(|e| e.to_string()))
+                    .and_then(|l| {
+                        buildcell::sync::send_with_fd(theirs.as_raw_fd(), b"L", l.as_raw_fd())
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = sent {
+                    die("the exec filter", e);
+                }
             }
             let err = nix::unistd::execvp(&cmd[0], &cmd).unwrap_err();
             eprintln!("exec_ladder: {:?}: {err}", cmd[0]);
@@ -88,12 +100,14 @@ fn main() {
             drop(theirs);
             let listener = (level > 0).then(|| {
                 let mut b = [0u8; 1];
-                let (_, fd) = buildcell::sync::recv_with_fd(ours.as_raw_fd(), &mut b)
-                    .expect("receive listener");
-                fd.expect("no listener came")
+                match buildcell::sync::recv_with_fd(ours.as_raw_fd(), &mut b) {
+                    Ok((_, Some(fd))) => fd,
+                    // The child said why on stderr; it has exited.
+                    _ => die("the command's listener", "none came"),
+                }
             });
-            let code = match (RUNGS[level], listener) {
-                ("full", Some(l)) => full(l, child, &sfd),
+            let code = match (log, listener) {
+                (Some(log), Some(l)) => full(log, l, child, &sfd),
                 (_, l) => ladder(level, l, child, &sfd),
             };
             std::process::exit(code);
@@ -101,21 +115,36 @@ fn main() {
     }
 }
 
-/// buildcell's supervisor and log, as `step` runs them.
-fn full(listener: OwnedFd, child: Pid, sfd: &SignalFd) -> i32 {
-    let path = std::env::var_os("LADDER_LOG").expect("LADDER_LOG names the audit log to write");
+/// One line on stderr, exit 2.
+fn die(what: &str, e: impl std::fmt::Display) -> ! {
+    eprintln!("exec_ladder: {what}: {e}");
+    std::process::exit(2)
+}
+
+/// The audit log of the `full` rung, at `$LADDER_LOG` (must not exist).
+fn open_log() -> AuditLog {
+    let Some(path) = std::env::var_os("LADDER_LOG") else {
+        die(
+            "LADDER_LOG",
+            "not set; name the audit log file the full rung writes",
+        )
+    };
     let start = Start {
         container_id: "ladder".into(),
         ..Default::default()
     };
-    let mut log = AuditLog::create(
+    AuditLog::create(
         std::path::Path::new(&path),
         start,
         None,
         Default::default(),
         u64::MAX,
     )
-    .expect("create the audit log");
+    .unwrap_or_else(|e| die("LADDER_LOG", e))
+}
+
+/// buildcell's supervisor and log, as `step` runs them.
+fn full(mut log: AuditLog, listener: OwnedFd, child: Pid, sfd: &SignalFd) -> i32 {
     let out = supervisor::run(
         listener,
         None,
@@ -124,14 +153,16 @@ fn full(listener: OwnedFd, child: Pid, sfd: &SignalFd) -> i32 {
         &mut log,
         supervisor::Mode::Parent,
     );
-    log.finish(Some(out.exit_code)).expect("end the audit log");
+    if let Err(e) = log.finish(Some(out.exit_code)) {
+        die("end the audit log", e);
+    }
     out.exit_code
 }
 
 /// The lower rungs: as much of the supervisor's work as `level` asks for.
 fn ladder(level: usize, mut listener: Option<OwnedFd>, child: Pid, sfd: &SignalFd) -> i32 {
     let (seize, links, ids, memory) = (level >= 2, level >= 3, level >= 4, level >= 5);
-    let proc = std::fs::File::open("/proc").expect("/proc");
+    let proc = std::fs::File::open("/proc").unwrap_or_else(|e| die("/proc", e));
     let mut sink = 0usize;
     loop {
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
