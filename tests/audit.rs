@@ -17,11 +17,28 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_buildcell"))
 }
 
-fn dir(name: &str) -> PathBuf {
+/// A test's own directory (its logs and its private key), removed when
+/// the test ends, pass or fail.
+struct TestDir(PathBuf);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(name: &str) -> TestDir {
     let d = std::env::temp_dir().join(format!("buildcell-audit-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).unwrap();
-    d
+    TestDir(d)
 }
 
 fn buildcell(args: &[&str]) -> (i32, String, String) {
