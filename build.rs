@@ -111,6 +111,17 @@ fn main() {
         out.push_str("],\n");
     }
     out.push_str("];\n");
+    // Rules that name no capability compile the same for every capability
+    // set: then `create` and `run` use DEFAULT_BPF too (src/policy).
+    let named = seccomp::capabilities_named(seccomp::DEFAULT_PROFILE)
+        .unwrap_or_else(|e| panic!("seccomp/default.json: {e}"));
+    writeln!(
+        out,
+        "/// Whether the rules of `seccomp/default.json` include or exclude by capability.\n\
+         pub const DEFAULT_BPF_NAMES_CAPS: bool = {};",
+        !named.is_empty()
+    )
+    .unwrap();
     let path = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("default_bpf.rs");
     std::fs::write(path, out).unwrap();
 }

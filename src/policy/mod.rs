@@ -748,12 +748,20 @@ pub fn seccomp_filters(
                 )))
             }
         };
-        filters.extend(
-            crate::seccomp::compile_skipping(&text, &source, caps, &|n| {
-                !crate::syscalls::is_known(n)
-            })
-            .map_err(|e| err(e.to_string()))?,
-        );
+        // The built-in profile (or an installed copy of it, byte for byte)
+        // as build.rs compiled it, when no rule depends on capabilities.
+        let embedded = (text == crate::seccomp::DEFAULT_PROFILE)
+            .then(crate::spec::default_seccomp_for_any_caps)
+            .flatten();
+        match embedded {
+            Some(compiled) => filters.extend(compiled),
+            None => filters.extend(
+                crate::seccomp::compile_skipping(&text, &source, caps, &|n| {
+                    !crate::syscalls::is_known(n)
+                })
+                .map_err(|e| err(e.to_string()))?,
+            ),
+        }
     }
     if !p.seccomp_deny.is_empty() {
         let json = serde_json::json!({

@@ -385,6 +385,18 @@ fn applies(rule: &Rule, granted: &[String]) -> bool {
     true
 }
 
+/// The capabilities a profile's rules include or exclude by: the only
+/// input besides the text that changes what [`compile`] makes of it.
+pub fn capabilities_named(text: &str) -> Result<BTreeSet<String>, serde_json::Error> {
+    let profile: Profile = serde_json::from_str(text)?;
+    Ok(profile
+        .syscalls
+        .iter()
+        .flat_map(|r| r.includes.iter().chain(r.excludes.iter()))
+        .flat_map(|c| c.caps.iter().cloned())
+        .collect())
+}
+
 /// Names of every syscall in a profile that resolves on x86_64 (for tests and
 /// `--verbose`).
 pub fn rule_count(text: &str) -> usize {
