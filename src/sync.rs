@@ -154,7 +154,30 @@ impl Channel {
 
     /// Receive one message; `Ok(None)` when the other side closed its end.
     fn recv(&self) -> Result<Option<(Message, Vec<OwnedFd>)>, SyncError> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        // The packet's length first (MSG_PEEK | MSG_TRUNC gives the whole
+        // length of a SEQPACKET packet without taking it): a zeroed 64 KiB
+        // buffer per message was 16 page faults and a memset each, in a
+        // child whose every page fault is a copy.
+        let len = loop {
+            match nix::sys::socket::recv(
+                self.0.as_raw_fd(),
+                &mut [],
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) => {
+                    return Err(SyncError::Io {
+                        op: "recvmsg",
+                        errno,
+                    })
+                }
+            }
+        };
+        if len == 0 {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; len.min(MAX_MESSAGE)];
         let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
         let (len, fds) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
