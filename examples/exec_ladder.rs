@@ -148,7 +148,7 @@ fn full(mut log: AuditLog, listener: OwnedFd, child: Pid, sfd: &SignalFd) -> i32
     let out = supervisor::run(
         listener,
         None,
-        child,
+        supervisor::Watch::of(child),
         sfd,
         &mut log,
         supervisor::Mode::Parent,

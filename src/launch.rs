@@ -226,7 +226,8 @@ pub fn run(
     let code = match (listener, audit) {
         (None, _) => reaper::supervise(pid, &sfd, false),
         (Some(listener), Some(log)) => {
-            let out = supervisor::run(listener, None, pid, &sfd, log, supervisor::Mode::Parent);
+            let watch = supervisor::Watch::of(pid);
+            let out = supervisor::run(listener, None, watch, &sfd, log, supervisor::Mode::Parent);
             if let Some(why) = out.audit_failure {
                 return Err(Error::Setup {
                     step: "audit",
@@ -758,8 +759,10 @@ pub enum Gate {
     Now,
 }
 
-/// Set up a bundle's container up to the point where only the exec of the
-/// user process is left. `placement` puts the new init into its cgroup before
+/// Set up a bundle's container up to the point where only its own mounts
+/// and the exec of the user process are left ([`Launching::wait_ready`]
+/// waits for those). `console`: the init makes a terminal and sends its
+/// master. `placement` puts the new init into its cgroup before
 /// the init goes on; `made_workdir` hears of the work directory of an
 /// overlay rootfs made again as soon as it exists (both so that `delete`
 /// finds them if this process dies). On any error nothing is left running.
@@ -767,11 +770,11 @@ pub fn create(
     plan: &LaunchPlan,
     idmap: Option<&IdMapPlan>,
     gate: Gate,
-    console_socket: Option<&std::path::Path>,
+    console: bool,
     placement: Placement<impl FnOnce(i32) -> Result<(), Error>>,
     made_workdir: impl FnOnce(&std::path::Path) -> Result<(), Error>,
     timer: Timer,
-) -> Result<Created, Error> {
+) -> Result<Launching, Error> {
     let Placement {
         entry: crate::cgroups::Entry { mut join, into },
         then: place,
@@ -796,15 +799,7 @@ pub fn create(
     let pid = match clone_init(&flags, into.as_ref())? {
         None => {
             drop(parent_end);
-            oci_init(
-                plan,
-                child_end,
-                gate,
-                console_socket.is_some(),
-                join,
-                premade,
-                timer,
-            )
+            oci_init(plan, child_end, gate, console, join, premade, timer)
         }
         Some(pid) => {
             drop(premade);
@@ -871,24 +866,59 @@ pub fn create(
             IdmapRequest::Failed(outcome) => return Err(child_failed(&mut guard, pid, outcome)),
         }
     }
-    let on_console = |master: OwnedFd| match console_socket {
-        Some(path) => crate::terminal::send_to_console_socket(path, &master),
-        None => Err("the container made a terminal but no --console-socket was given".into()),
-    };
-    match parent_end.wait_ready(on_console)? {
-        Ok(listener) => {
-            guard.0 = None;
-            timer.log("container init ready, waiting for start");
-            fault::point("create:ready");
-            Ok(Created {
-                pid,
-                listener,
-                signals: sfd,
-                channel: parent_end,
-                overlay_workdir,
-            })
+    Ok(Launching {
+        pid,
+        guard,
+        signals: sfd,
+        channel: parent_end,
+        overlay_workdir,
+    })
+}
+
+/// An init [`create`] has cloned and set up, still making its mounts: the
+/// caller prepares what needs only its pid while it does (the audit
+/// supervisor's checks: in a foreground `run` they were on the path to the
+/// first exec), then waits for it. Dropped before [`wait_ready`](Self::wait_ready),
+/// it kills the init.
+pub struct Launching {
+    pid: Pid,
+    guard: ChildGuard,
+    signals: SignalFd,
+    channel: sync::ParentEnd,
+    overlay_workdir: Option<mounts::TempDir>,
+}
+
+impl Launching {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Wait until the init is ready (its terminal's master sent to
+    /// `console_socket` on the way); the init is killed on failure.
+    pub fn wait_ready(
+        mut self,
+        console_socket: Option<&std::path::Path>,
+        timer: Timer,
+    ) -> Result<Created, Error> {
+        let on_console = |master: OwnedFd| match console_socket {
+            Some(path) => crate::terminal::send_to_console_socket(path, &master),
+            None => Err("the container made a terminal but no --console-socket was given".into()),
+        };
+        match self.channel.wait_ready(on_console)? {
+            Ok(listener) => {
+                self.guard.0 = None;
+                timer.log("container init ready, waiting for start");
+                fault::point("create:ready");
+                Ok(Created {
+                    pid: self.pid,
+                    listener,
+                    signals: self.signals,
+                    channel: self.channel,
+                    overlay_workdir: self.overlay_workdir,
+                })
+            }
+            Err(outcome) => Err(child_failed(&mut self.guard, self.pid, outcome)),
         }
-        Err(outcome) => Err(child_failed(&mut guard, pid, outcome)),
     }
 }
 

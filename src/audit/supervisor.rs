@@ -62,12 +62,41 @@ pub enum Mode {
     Detached,
 }
 
+/// What the supervisor finds out about a container from its init's pid
+/// alone, before it serves it. A foreground `run` finds it while the init
+/// still makes its mounts: after the init's word that it is ready, these
+/// reads were on the way to its first exec (~0.1 ms).
+pub struct Watch {
+    init: Pid,
+    /// A container without a pid namespace of its own (the host's, or a
+    /// pod's joined by path) does not die with its init: then every task
+    /// of the container stays traced, new ones attached at their fork
+    /// (PTRACE_O_TRACEFORK and friends), so PTRACE_O_EXITKILL kills them
+    /// all when the supervisor dies. (Costs a ptrace stop per fork, so
+    /// only there.)
+    trace_all: bool,
+    /// The init is in cgroups of its own ([`own_cgroup`]).
+    same_cpu: bool,
+    views: Views,
+}
+
+impl Watch {
+    pub fn of(init: Pid) -> Watch {
+        Watch {
+            init,
+            trace_all: !leads_pid_namespace(init),
+            same_cpu: own_cgroup(init),
+            views: Views::open(init),
+        }
+    }
+}
+
 /// Serve `listener` (and, from `control`, a unix socket in the
 /// container's state directory, the listeners of `exec`'d processes).
 pub fn run(
     listener: OwnedFd,
     control: Option<UnixListener>,
-    init: Pid,
+    watch: Watch,
     sfd: &SignalFd,
     log: &mut AuditLog,
     mode: Mode,
@@ -75,7 +104,7 @@ pub fn run(
     serve(
         listener,
         control,
-        init,
+        watch,
         sfd,
         log,
         mode == Mode::Detached,
@@ -88,12 +117,12 @@ pub fn run(
 pub fn run_detached(
     listener: OwnedFd,
     control: Option<UnixListener>,
-    init: Pid,
+    watch: Watch,
     sfd: &SignalFd,
     log: &mut AuditLog,
     traced: &mut dyn FnMut(bool),
 ) -> Outcome {
-    serve(listener, control, init, sfd, log, true, traced)
+    serve(listener, control, watch, sfd, log, true, traced)
 }
 
 /// `exec`: give the listener of a new process to the container's
@@ -161,7 +190,7 @@ fn accept_listener(
 fn serve(
     listener: OwnedFd,
     control: Option<UnixListener>,
-    init: Pid,
+    watch: Watch,
     sfd: &SignalFd,
     log: &mut AuditLog,
     detached: bool,
@@ -170,14 +199,12 @@ fn serve(
     if let Some(c) = &control {
         let _ = c.set_nonblocking(true);
     }
-    // A container without a pid namespace of its own (the host's, or a
-    // pod's joined by path) does not die with its init: then every task
-    // of the container stays traced, new ones attached at their fork
-    // (PTRACE_O_TRACEFORK and friends), so PTRACE_O_EXITKILL kills them
-    // all when the supervisor dies. (Costs a ptrace stop per fork, so
-    // only there.)
-    let trace_all = !leads_pid_namespace(init);
-    let same_cpu = own_cgroup(init);
+    let Watch {
+        init,
+        trace_all,
+        same_cpu,
+        views,
+    } = watch;
     if same_cpu {
         sync_wakeups(&listener);
     }
@@ -191,7 +218,7 @@ fn serve(
         traced: HashSet::new(),
         failure: None,
         maps: None,
-        views: Views::open(init),
+        views,
     };
     if detached || trace_all {
         // Not the init's parent, the supervisor traces it for the

@@ -681,15 +681,27 @@ pub fn create(
         p.overlay_workdir = Some(w.to_path_buf());
         Ok(dir.save(&p)?)
     };
-    let mut created = launch::create(
+    let launching = launch::create(
         &plan,
         idmap.as_ref(),
         gate,
-        console,
+        console.is_some(),
         launch::Placement { entry, then: place },
         made_workdir,
         timer,
     )?;
+    // While the init makes its mounts: a foreground `run` serves the audit
+    // listener itself, and what its supervisor needs of the init (and the
+    // control socket `exec` hands listeners over) is found now, not on the
+    // way to the init's first exec.
+    let early = (foreground && plan.audit_exec).then(|| {
+        (
+            audit::supervisor::Watch::of(launching.pid()),
+            bind_control(&dir.dir).ok(),
+        )
+    });
+    let init_start_time = state::start_time(launching.pid().as_raw()).unwrap_or(0);
+    let mut created = launching.wait_ready(console, timer)?;
     let progress = progress.into_inner();
     let overlay_workdir = created.overlay_workdir.take();
     let pid = created.pid;
@@ -722,7 +734,7 @@ pub fn create(
             owner,
             annotations,
         },
-        init_start_time: state::start_time(pid.as_raw()).unwrap_or(0),
+        init_start_time,
         cgroup: cgroup.as_ref().and_then(|c| serde_json::to_value(c).ok()),
         audit_log: Some(log_path.clone()),
         supervisor_pid: None,
@@ -746,11 +758,16 @@ pub fn create(
         drop(dir);
         let code = match created.listener {
             Some(l) => {
-                let control = bind_control(&dir_path).ok();
+                let (watch, control) = early.unwrap_or_else(|| {
+                    (
+                        audit::supervisor::Watch::of(pid),
+                        bind_control(&dir_path).ok(),
+                    )
+                });
                 let out = audit::supervisor::run(
                     l,
                     control,
-                    pid,
+                    watch,
                     &created.signals,
                     &mut log,
                     audit::supervisor::Mode::Parent,
@@ -1169,7 +1186,7 @@ fn start_supervisor(
                             let out = audit::supervisor::run_detached(
                                 listener,
                                 Some(control),
-                                init,
+                                audit::supervisor::Watch::of(init),
                                 &signals,
                                 &mut log,
                                 &mut traced,
