@@ -158,62 +158,44 @@ impl Channel {
         // length of a SEQPACKET packet without taking it): a zeroed 64 KiB
         // buffer per message was 16 page faults and a memset each, in a
         // child whose every page fault is a copy.
-        let len = loop {
-            match nix::sys::socket::recv(
-                self.0.as_raw_fd(),
-                &mut [],
-                MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
-            ) {
-                Ok(n) => break n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(errno) => {
-                    return Err(SyncError::Io {
-                        op: "recvmsg",
-                        errno,
-                    })
-                }
-            }
-        };
+        let fd = self.0.as_raw_fd();
+        let peek = MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC;
+        let len = no_eintr("recvmsg", || nix::sys::socket::recv(fd, &mut [], peek))?;
         if len == 0 {
             return Ok(None);
         }
         let mut buf = vec![0u8; len.min(MAX_MESSAGE)];
         let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
-        let (len, fds) = loop {
+        let (len, fds) = no_eintr("recvmsg", || {
             let mut iov = [IoSliceMut::new(&mut buf)];
-            match recvmsg::<()>(
-                self.0.as_raw_fd(),
+            let r = recvmsg::<()>(
+                fd,
                 &mut iov,
                 Some(&mut cmsg_space),
                 MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(r) => {
-                    let mut fds = Vec::new();
-                    for c in r.cmsgs().map_err(|errno| SyncError::Io {
-                        op: "recvmsg",
-                        errno,
-                    })? {
-                        if let ControlMessageOwned::ScmRights(raw) = c {
-                            for fd in raw {
-                                fds.push(crate::sys::own_received_fd(fd));
-                            }
-                        }
-                    }
-                    break (r.bytes, fds);
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(errno) => {
-                    return Err(SyncError::Io {
-                        op: "recvmsg",
-                        errno,
-                    })
+            )?;
+            let mut fds = Vec::new();
+            for c in r.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    fds.extend(raw.into_iter().map(crate::sys::own_received_fd));
                 }
             }
-        };
+            Ok((r.bytes, fds))
+        })?;
         if len == 0 {
             return Ok(None);
         }
         Ok(Some((serde_json::from_slice(&buf[..len])?, fds)))
+    }
+}
+
+/// `f` again while a signal interrupts it; its other errors as the channel's.
+fn no_eintr<T>(op: &'static str, mut f: impl FnMut() -> nix::Result<T>) -> Result<T, SyncError> {
+    loop {
+        match f() {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r.map_err(|errno| SyncError::Io { op, errno }),
+        }
     }
 }
 
