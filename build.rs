@@ -93,6 +93,7 @@ fn main() {
         }
     }
     syscall_names();
+    built_in_profiles_json();
     let caps: Vec<String> = STEP_CAPS.iter().map(|s| s.to_string()).collect();
     let filters = seccomp::compile(seccomp::DEFAULT_PROFILE, "seccomp/default.json", &caps)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -172,5 +173,27 @@ fn syscall_names() {
     }
     out.push_str("];\n");
     let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("syscall_names.rs");
+    std::fs::write(dest, out).unwrap();
+}
+
+/// The built-in profiles (profiles/*.toml, as src/policy embeds them) as
+/// JSON of the same tables: the runtime reads these instead of parsing the
+/// TOML of a built-in profile at every start. A profile that is not valid
+/// TOML fails the build.
+fn built_in_profiles_json() {
+    let mut out = String::from(
+        "/// The built-in profiles as JSON, (name, JSON), made by build.rs from profiles/*.toml.\n\
+         pub const BUILT_IN_JSON: &[(&str, &str)] = &[\n",
+    );
+    for name in ["build", "build-network", "strict", "engine-compat"] {
+        let path = format!("profiles/{name}.toml");
+        println!("cargo:rerun-if-changed={path}");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let table: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let json = serde_json::to_string(&table).unwrap_or_else(|e| panic!("{path}: {e}"));
+        writeln!(out, "    ({name:?}, {json:?}),").unwrap();
+    }
+    out.push_str("];\n");
+    let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("profiles_json.rs");
     std::fs::write(dest, out).unwrap();
 }

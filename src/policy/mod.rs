@@ -18,6 +18,8 @@ use serde::Deserialize;
 
 pub use profile::Profile;
 
+include!(concat!(env!("OUT_DIR"), "/profiles_json.rs"));
+
 /// Profiles built into the binary: the repository's `profiles/`.
 pub const BUILT_IN: [(&str, &str); 4] = [
     ("build", include_str!("../../profiles/build.toml")),
@@ -369,7 +371,7 @@ fn load_with(
                 searched: searched(),
             });
         };
-        let raw = parse_raw(&file, &text)?;
+        let raw = parse_profile(&file, &text)?;
         next = raw.extends.clone();
         chain.push(name);
         sources.push(file.clone());
@@ -417,6 +419,29 @@ fn load_with(
         profile,
         sources,
     })
+}
+
+/// A profile's text parsed: a built-in profile's (unchanged text, its own
+/// name) from the JSON build.rs made of it, anything else as TOML.
+fn parse_profile(file: &str, text: &str) -> Result<profile::RawProfile, PolicyError> {
+    let built_in = BUILT_IN
+        .iter()
+        .zip(BUILT_IN_JSON)
+        .find_map(|((n, t), (jn, json))| {
+            (n == jn && *t == text && file == format!("built-in:profiles/{n}.toml"))
+                .then_some(*json)
+        });
+    match built_in {
+        // Written by build.rs from this very text: a failure would be a
+        // build bug, reported like any profile error all the same.
+        Some(json) => serde_json::from_str(json).map_err(|e| PolicyError::Profile {
+            file: file.into(),
+            line: 0,
+            key: "(file)".into(),
+            message: format!("the build's JSON of this profile: {e}"),
+        }),
+        None => parse_raw(file, text),
+    }
 }
 
 fn parse_raw(file: &str, text: &str) -> Result<profile::RawProfile, PolicyError> {

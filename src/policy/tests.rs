@@ -812,3 +812,21 @@ fn a_kubernetes_pod_container_on_a_loopback_only_network_runs_under_build() {
     let v = run_check(&build(), &spec, true);
     assert!(v.is_empty(), "{v:?}");
 }
+
+#[test]
+fn built_in_profiles_read_from_the_builds_json_are_their_toml() {
+    // build.rs lists the same profiles, in the same order.
+    let names: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+    let json_names: Vec<&str> = BUILT_IN_JSON.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, json_names);
+    for (name, text) in BUILT_IN {
+        let file = format!("built-in:profiles/{name}.toml");
+        let from_toml: RawProfile = toml::from_str(text).unwrap();
+        let from_json = parse_profile(&file, text).unwrap();
+        assert_eq!(format!("{from_json:?}"), format!("{from_toml:?}"), "{name}");
+    }
+    // Any other text, or the same text under another name, is TOML: an
+    // error there names its line.
+    let err = parse_profile("built-in:profiles/build.toml", "[cgroups]\nbogus = 1\n").unwrap_err();
+    assert!(err.to_string().contains(":2"), "{err}");
+}
