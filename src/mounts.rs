@@ -964,7 +964,7 @@ pub fn write_sysctls(list: &[(String, String)]) -> Result<(), MountError> {
 /// mount point is the longest prefix of the path.
 pub fn fs_type_of(path: &Path) -> String {
     let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let info = crate::sys::read_proc("/proc/self/mountinfo").unwrap_or_default();
     let unescape = |s: &str| {
         s.replace("\\040", " ")
             .replace("\\011", "\t")
@@ -1170,7 +1170,7 @@ impl Overlay {
 /// made absolute.
 pub fn overlay_of(path: &Path) -> Result<Overlay, String> {
     let canon = fs::canonicalize(path).map_err(|e| e.to_string())?;
-    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let info = crate::sys::read_proc("/proc/self/mountinfo").map_err(|e| e.to_string())?;
     let mut ov = parse_overlay(&info, &canon)?;
     ov.resolve_relative()?;
     Ok(ov)

@@ -505,6 +505,19 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// A `/proc` file read whole: open, reads of 4 KiB at a time, close.
+/// `fs::read_to_string` asks for the size first (0 for these files), then
+/// reads 32 bytes and doubles: 8 reads and a `statx` for `/proc/PID/status`.
+/// (`Take` reads without asking for the size.)
+pub fn read_proc(path: impl AsRef<Path>) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(4096);
+    std::fs::File::open(path)?
+        .take(u64::MAX)
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Take ownership of an fd the kernel just installed through `SCM_RIGHTS`.
 pub fn own_received_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: the fd was installed in this process by recvmsg(SCM_RIGHTS) a

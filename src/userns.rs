@@ -300,7 +300,7 @@ pub enum UserNamespacePolicy {
 /// Whether this process is in the initial user namespace (its uid_map is the
 /// identity over all ids).
 pub fn in_initial_userns() -> bool {
-    fs::read_to_string("/proc/self/uid_map")
+    crate::sys::read_proc("/proc/self/uid_map")
         .map(|m| {
             let f: Vec<&str> = m.split_whitespace().collect();
             f == ["0", "0", "4294967295"]

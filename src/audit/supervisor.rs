@@ -516,7 +516,7 @@ impl Supervisor<'_> {
         self.traced.remove(&former);
         self.traced.remove(&pid.as_raw());
         let maps = self.maps.get_or_insert_with(|| {
-            let read = |f: &str| fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
+            let read = |f: &str| sys::read_proc(format!("/proc/{pid}/{f}")).unwrap_or_default();
             (read("uid_map"), read("gid_map"))
         });
         let mut rec = read_loaded(pid.as_raw(), maps, &self.views);
@@ -586,7 +586,7 @@ fn sync_wakeups(listener: &OwnedFd) {
 /// own, 1.52x -> 1.38x (95-160 us less per exec); in the supervisor's own
 /// cgroup (rootless without a delegated cgroup), 1.68x -> 1.84x, worse.
 fn own_cgroup(init: Pid) -> bool {
-    let read = |p: &str| fs::read_to_string(format!("/proc/{p}/cgroup")).ok();
+    let read = |p: &str| sys::read_proc(format!("/proc/{p}/cgroup")).ok();
     match (read("self"), read(&init.to_string())) {
         (Some(mine), Some(its)) => mine != its,
         _ => false,
@@ -596,7 +596,7 @@ fn own_cgroup(init: Pid) -> bool {
 /// Whether `pid` is pid 1 of its pid namespace (the last `NSpid` field
 /// of its status is 1). Unreadable counts as no.
 fn leads_pid_namespace(pid: Pid) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+    sys::read_proc(format!("/proc/{pid}/status")).is_ok_and(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("NSpid:"))
             .and_then(|v| v.split_whitespace().last())

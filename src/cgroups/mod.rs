@@ -182,7 +182,7 @@ pub enum Layout {
 impl Layout {
     /// Reads `/proc/self/mountinfo` (never cached).
     pub fn detect() -> Result<Layout, CgroupError> {
-        let text = fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+        let text = crate::sys::read_proc("/proc/self/mountinfo").map_err(|e| {
             CgroupError::NoCgroupFs(format!("reading /proc/self/mountinfo: {}", errno_text(&e)))
         })?;
         Layout::from_mountinfo(&text)
@@ -820,7 +820,7 @@ pub fn attach_device_rules(dir: &Path, rules: &[DeviceRule]) -> Result<(), Cgrou
 // File helpers
 
 fn read_own_cgroup() -> Result<String, CgroupError> {
-    fs::read_to_string("/proc/self/cgroup")
+    crate::sys::read_proc("/proc/self/cgroup")
         .map_err(|e| io_err("cgroups", "reading", Path::new("/proc/self/cgroup"), e))
 }
 

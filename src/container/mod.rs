@@ -1028,7 +1028,7 @@ fn open_container_log(
         Some(m) => m.map_text(),
         None => {
             let read = |f: &str| {
-                std::fs::read_to_string(format!("/proc/self/{f}"))
+                crate::sys::read_proc(format!("/proc/self/{f}"))
                     .map(|s| {
                         s.lines()
                             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))

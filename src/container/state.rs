@@ -351,7 +351,7 @@ pub fn list_ids(root: &Path) -> Vec<String> {
 
 /// Start time of a process (clock ticks since boot), to recognise it again.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::sys::read_proc(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: split after the
     // last `)`.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -360,7 +360,7 @@ pub fn start_time(pid: i32) -> Option<u64> {
 
 /// The process state letter (R, S, D, T, Z, ...).
 pub fn proc_state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = crate::sys::read_proc(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 2..].chars().next()
 }
 
