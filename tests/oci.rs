@@ -180,6 +180,65 @@ fn run_is_foreground_with_the_exit_status_and_leaves_no_state() {
 }
 
 #[test]
+fn exec_into_a_foreground_run_is_audited_by_the_run() {
+    // BuildKit's way: `run` in the foreground, then `exec` into it. The
+    // `run` process serves the audit itself; its control socket (made
+    // while the init sets up its mounts) takes the exec's listener.
+    each_mode(|mode| {
+        let b = bundle(mode, "run-exec", &["sleep", "30"], |_| {});
+        let root = b.join("state").display().to_string();
+        let fg = command(
+            mode,
+            &b,
+            &["--root", &root, "--profile", "engine-compat", "run", "fx1"],
+            &[],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let mut fg = KillOnDrop(Some(fg));
+        assert!(
+            wait_until(10, || b.join("state/fx1/state.json").exists()
+                && state_json(mode, &b, "fx1")["status"] == "running"),
+            "run did not start"
+        );
+        let saved: Value =
+            serde_json::from_str(&fs::read_to_string(b.join("state/fx1/state.json")).unwrap())
+                .unwrap();
+        let log = PathBuf::from(saved["audit_log"].as_str().unwrap());
+        let r = rt(mode, &b, &["exec", "fx1", "sh", "-c", "echo exec-into-run"]);
+        assert_eq!(r.stdout, "exec-into-run\n", "{r:?}");
+        ok(rt(mode, &b, &["kill", "fx1", "KILL"]));
+        let status = fg.0.as_mut().unwrap().wait().unwrap();
+        assert_eq!(status.code(), Some(137), "run's status: {status:?}");
+        fg.0 = None;
+        assert!(entries(&b).is_empty(), "{:?}", entries(&b));
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("\"argv\":[\"sh\",\"-c\",\"echo exec-into-run\"]"),
+            "{text}"
+        );
+        assert!(text.contains("\"type\":\"end\""), "{text}");
+        let v = run(mode, &b, &["audit", "verify", &log.display().to_string()]);
+        assert!(v.stdout.starts_with("OK: "), "{v:?}");
+    });
+}
+
+/// Kills the foreground `run` if the test fails before it ends.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
 fn created_container_writes_to_the_callers_stdio() {
     each_mode(|mode| {
         let b = bundle(

@@ -839,3 +839,52 @@ fn a_user_config_and_profiles_under_xdg_config_home_apply() {
     );
     assert_eq!(r.stdout.trim(), "CapBnd:\t0000000000000000", "{r:?}");
 }
+
+#[test]
+fn a_changed_seccomp_default_json_is_compiled_an_identical_one_is_the_builds() {
+    // `create` and `run` take the built-in profile's filter from the build,
+    // unless a seccomp directory holds a default.json that differs from
+    // it: that file is compiled and applied. Rootless, the user's own
+    // directory ($XDG_CONFIG_HOME/buildcell/seccomp) is searched, so the
+    // test needs no shared path; as host root only /etc/buildcell/seccomp
+    // is, which every other test's containers use at the same time.
+    if !harness().modes.contains(&Mode::User) {
+        skip("the unprivileged half (BUILDCELL_TEST_USER) is needed: only its seccomp directory is private to a test");
+        return;
+    }
+    let m = Mode::User;
+    let b = pbundle(
+        m,
+        "seccomp-override",
+        &["sh", "-c", "mkdir /dev/shm/d && echo made"],
+        |_| {},
+    );
+    let cfg = b.join("cfg");
+    let dir = cfg.join("buildcell/seccomp");
+    fs::create_dir_all(&dir).unwrap();
+    for d in [&cfg, &cfg.join("buildcell"), &dir] {
+        chown_to(m, d);
+    }
+    let built_in = include_str!("../seccomp/default.json");
+    // mkdir and mkdirat out of the allow list: the default action refuses.
+    let mut changed: Value = serde_json::from_str(built_in).unwrap();
+    for rule in changed["syscalls"].as_array_mut().unwrap() {
+        if let Some(names) = rule["names"].as_array_mut() {
+            names.retain(|n| n != "mkdir" && n != "mkdirat");
+        }
+    }
+    let file = dir.join("default.json");
+    let env = [("XDG_CONFIG_HOME", cfg.to_str().unwrap())];
+
+    fs::write(&file, serde_json::to_string(&changed).unwrap()).unwrap();
+    let r = rt_env(m, &b, None, &["run", "o1"], &env);
+    assert!(
+        r.code != 0 && !r.stdout.contains("made") && r.stderr.contains("mkdir"),
+        "the changed file applies: {r:?}"
+    );
+
+    fs::write(&file, built_in).unwrap();
+    let r = rt_env(m, &b, None, &["run", "o2"], &env);
+    assert_eq!(r.stdout, "made\n", "the same file as the build's: {r:?}");
+    assert!(entries(&b).is_empty(), "{:?}", entries(&b));
+}

@@ -212,7 +212,8 @@ pub fn bundle_plan(b: &Bundle, verbose: bool) -> Result<LaunchPlan, Error> {
 /// A bundle's own seccomp filters, compiled once per `create` (an engine's
 /// profile took ~0.25 ms a compile, and the plan is made two or three
 /// times), and again only if what they were compiled from has changed:
-/// the config's `linux.seccomp` and the process's bounding set.
+/// the config's `linux.seccomp` and the process's bounding set (the policy
+/// narrows a pod sandbox's capabilities, `policy::evaluate`).
 struct BundleSeccomp {
     from: SeccompInput,
     filters: Vec<crate::seccomp::CompiledFilter>,
