@@ -499,3 +499,69 @@ fn sealed_step_spans_epochs_and_a_stolen_key_cannot_reseal_the_past() {
         assert_eq!(code, 0, "{out}");
     }
 }
+
+/// The retention procedure of the README ("For auditors"): logs fetched
+/// into an archive may be removed from the host; the archive, which the
+/// fetches only ever add to, still verifies whole against the host's
+/// latest index, and the host's own copy names each removed log.
+#[test]
+fn pruned_logs_verify_from_the_archive_that_kept_them() {
+    let d = dir("prune");
+    let (key, public) = keygen(&d);
+    let (host, archive) = (d.join("host"), d.join("archive"));
+    fs::create_dir_all(&host).unwrap();
+    fs::create_dir_all(&archive).unwrap();
+    // Copy what the archive lacks, and the index (it only grows).
+    let fetch = || {
+        for e in fs::read_dir(&host).unwrap() {
+            let e = e.unwrap();
+            let to = archive.join(e.file_name());
+            if e.file_name() == "index" || !to.exists() {
+                fs::copy(e.path(), to).unwrap();
+            }
+        }
+    };
+    let verify_all = |dir: &Path| {
+        let mut logs: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        let out = Command::new(bin())
+            .args(["audit", "verify", "--key", public.to_str().unwrap()])
+            .arg("--index")
+            .arg(dir.join("index"))
+            .args(&logs)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    for name in ["a", "b"] {
+        write_log(&host.join(format!("{name}.log")), &key, 3);
+    }
+    fetch();
+    // Pruned on the host once fetched; later steps go on writing.
+    fs::remove_file(host.join("a.log")).unwrap();
+    write_log(&host.join("c.log"), &key, 3);
+    fetch();
+    let (code, out) = verify_all(&archive);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("index intact, 3 logs present and matching"),
+        "{out}"
+    );
+    let (code, out) = verify_all(&host);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("a.log: listed in the index but missing: the log was deleted"),
+        "{out}"
+    );
+    // An archive that missed a log (fetched only after the prune) fails.
+    fs::remove_file(archive.join("a.log")).unwrap();
+    let (code, out) = verify_all(&archive);
+    assert_eq!(code, 1, "{out}");
+}
