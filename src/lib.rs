@@ -2,6 +2,8 @@
 //!
 //! Module map (one module per kernel facility, the launch in one place):
 //! - [`cli`]: command-line parsing only (clap), turns flags into a request;
+//! - [`step`]: `buildcell step`, a build step without a bundle;
+//! - [`container`]: the OCI lifecycle (`create`, `start`, `exec`, ...);
 //! - [`policy`]: named profiles (TOML): what a step may have, checked
 //!   before anything is created, and the defaults it gets;
 //! - [`spec`]: the OCI spec: the embedded default of `step`, validation into
@@ -36,6 +38,7 @@ pub mod process;
 pub mod reaper;
 pub mod seccomp;
 pub mod spec;
+pub mod step;
 pub mod sync;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -866,6 +866,13 @@ fn limits_apply_as_root_and_are_reported_rootless() {
         assert_refused(&r, 125, "above profile build's memory maximum");
         let r = run(m, &d, &["step", "--memory", "lots", "--", "true"]);
         assert_eq!(r.code, 125, "{r:?}");
+        let r = run(m, &d, &["step", "--pids", "40000", "--", "true"]);
+        assert_refused(&r, 125, "above profile build's pids maximum 32768");
+        // A count past i64 once wrapped to -1, "no limit", past the maximum.
+        for huge in ["18446744073709551615", "9223372036854775808"] {
+            let r = run(m, &d, &["step", "--pids", huge, "--", "true"]);
+            assert_refused(&r, 125, "above the largest limit a cgroup takes");
+        }
     });
 }
 

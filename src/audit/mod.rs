@@ -36,6 +36,10 @@ pub fn default_log_dir() -> PathBuf {
     xdg("XDG_STATE_HOME", ".local/state").join("buildcell/audit")
 }
 
+/// Size cap of one audit log (a step's, a container's): reaching it
+/// stops the step or container, as any failed record does.
+pub const DEFAULT_AUDIT_LIMIT: u64 = 1 << 30;
+
 /// Create the default log directory (mode 0700) if needed; its path.
 pub fn ensure_log_dir() -> Result<PathBuf, String> {
     use std::os::unix::fs::DirBuilderExt;

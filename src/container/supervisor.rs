@@ -115,7 +115,7 @@ pub(super) fn open_container_log(
         start,
         key,
         Default::default(),
-        crate::cli::DEFAULT_AUDIT_LIMIT,
+        audit::DEFAULT_AUDIT_LIMIT,
     )
     .map_err(|e| usage(e.to_string()))
 }

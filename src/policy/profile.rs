@@ -452,7 +452,7 @@ pub fn resolve(
     let size = |key: &str, v: Option<String>| -> Result<Option<i64>, Problem> {
         match v {
             None => Ok(None),
-            Some(t) => crate::cli::parse_size(&t)
+            Some(t) => crate::spec::parse_size(&t)
                 .map(|n| Some(n as i64))
                 .map_err(|e| problem(key, Some(&t), format!("{t:?}: {e}"))),
         }

@@ -44,6 +44,33 @@ pub struct StepRequest {
     pub terminal: bool,
 }
 
+/// Parse a size such as `512m`, `2G`, `1048576` into bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_lowercase() {
+                'k' => 1u64 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                't' => 1 << 40,
+                'b' => 1,
+                _ => return Err(format!("unknown unit {c:?}; use k, m, g or t")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a number with an optional unit (k, m, g, t)".to_string())?;
+    // At most i64::MAX: limits become i64 values (cgroups, OCI), where a
+    // negative one means unlimited.
+    n.checked_mul(mult)
+        .filter(|v| *v > 0 && i64::try_from(*v).is_ok())
+        .ok_or_else(|| "must be positive and below 8 EiB (2^63 bytes)".to_string())
+}
+
 /// `--secret NAME=FILE`: the file's content, available read-only at
 /// `/run/secrets/NAME` inside, and kept out of the audit log.
 #[derive(Clone, PartialEq, Eq)]
