@@ -54,6 +54,8 @@ say "cargo fmt --check"
 cargo fmt --check
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --quiet --all-targets -- -D warnings
+say "cargo doc --no-deps (broken or private intra-doc links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps
 say "cargo test (unit tests, then the real binary as root and as $user)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -201,7 +201,7 @@ pub struct ExecCmd {
     pub cwd: Option<PathBuf>,
     #[arg(long, short = 'e', value_name = "K=V")]
     pub env: Vec<String>,
-    /// UID[:GID] inside the container.
+    /// The user inside the container: a uid, or uid:gid.
     #[arg(long, short = 'u', value_name = "UID[:GID]")]
     pub user: Option<String>,
     #[arg(long = "additional-gids", short = 'g', value_name = "GID")]

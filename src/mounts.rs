@@ -830,7 +830,7 @@ fn null_device() -> Result<OwnedFd, MountError> {
 }
 
 /// `linux.maskedPaths`: a directory gets an empty read-only tmpfs, a file
-/// the container's /dev/null (see [`null_device`]); a path that does not
+/// the container's /dev/null (see `null_device`); a path that does not
 /// exist is skipped.
 pub fn mask_paths(paths: &[PathBuf]) -> Result<(), MountError> {
     let mut null: Option<OwnedFd> = None;
